@@ -1,0 +1,210 @@
+//! One memory-mapped file: the building block of `.log`, `.index` and `.timeindex`.
+//!
+//! A writable [`MappedFile`] maps `capacity` bytes of address space at once
+//! but reserves disk blocks (`fallocate`) chunk by chunk as the writer
+//! advances, so an idle active segment costs one chunk of disk, and a full
+//! disk shows up as an error from [`MappedFile::reserve`] before any store,
+//! never as a `SIGBUS`. Bytes are written through a raw pointer into ranges no
+//! reader can see yet; readers only ever get slices of ranges that the owner
+//! has published (see `watermark` in the partition log), so the writer and
+//! the readers never alias.
+//!
+//! A file is never shrunk while a map of it exists: [`MappedFile::trim`]
+//! consumes the value, dropping the map before `ftruncate`.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::error::{Result, StorageError};
+use super::fs;
+
+/// A file mapped into memory, writable (active segment) or read-only (sealed).
+#[derive(Debug)]
+pub struct MappedFile {
+    path: PathBuf,
+    /// Kept open for the file's whole life: write-back errors are reported
+    /// to descriptors open when they happen.
+    file: File,
+    /// `None` for a zero-length read-only file (nothing to map).
+    map: Option<MmapRaw>,
+    /// Bytes of address space mapped.
+    capacity: u64,
+    /// Bytes of the file backed by reserved disk blocks (the file length).
+    allocated: AtomicU64,
+    /// Reservation granularity in bytes; 0 for read-only maps.
+    chunk: u64,
+}
+
+impl MappedFile {
+    /// Creates a new, empty file mapped writable with room for `capacity` bytes.
+    pub fn create(path: &Path, capacity: u64, chunk: u64) -> Result<MappedFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
+        Self::map_writable(path.to_path_buf(), file, capacity, chunk)
+    }
+
+    /// Opens an existing file writable, mapping at least `capacity` bytes.
+    pub fn open_writable(path: &Path, capacity: u64, chunk: u64) -> Result<MappedFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
+        Self::map_writable(path.to_path_buf(), file, capacity, chunk)
+    }
+
+    fn map_writable(path: PathBuf, file: File, capacity: u64, chunk: u64) -> Result<MappedFile> {
+        let len = file.metadata().map_err(|e| StorageError::io(&path, e))?.len();
+        let capacity = capacity.max(len).max(1);
+        // SAFETY: the data directory is owned by this process (it holds the
+        // directory lock); no one else truncates the file under the map. We
+        // never access bytes beyond `allocated`, which is within the file.
+        let map = unsafe { MmapOptions::new().len(capacity as usize).map_raw(&file) }
+            .map_err(|e| StorageError::io(&path, e))?;
+        Ok(MappedFile {
+            path,
+            file,
+            map: Some(map),
+            capacity,
+            allocated: AtomicU64::new(len),
+            chunk: chunk.max(4096),
+        })
+    }
+
+    /// Opens an existing file read-only, mapping its whole current length.
+    pub fn open_read_only(path: &Path) -> Result<MappedFile> {
+        let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+        let len = file.metadata().map_err(|e| StorageError::io(path, e))?.len();
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: as in `map_writable`; sealed files are never modified.
+            Some(
+                unsafe { MmapOptions::new().len(len as usize).map_raw_read_only(&file) }
+                    .map_err(|e| StorageError::io(path, e))?,
+            )
+        };
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            file,
+            map,
+            capacity: len,
+            allocated: AtomicU64::new(len),
+            chunk: 0,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of address space mapped: the most this file can hold.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Current file length (bytes backed by reserved blocks).
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Makes sure `[0, end)` is backed by reserved disk blocks, growing the
+    /// file a chunk at a time. Only the single writer calls this.
+    ///
+    /// # Errors
+    /// [`StorageError::DiskFull`] when the blocks cannot be reserved; nothing
+    /// was written and the file is unchanged in what it holds.
+    pub fn reserve(&self, end: u64) -> Result<()> {
+        let allocated = self.allocated();
+        if end <= allocated {
+            return Ok(());
+        }
+        debug_assert!(end <= self.capacity, "reserve past the mapped capacity");
+        let target = end
+            .div_ceil(self.chunk)
+            .saturating_mul(self.chunk)
+            .min(self.capacity);
+        fs::preallocate(&self.file, allocated, target - allocated)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.allocated.store(target, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copies `bytes` into the file at `position`.
+    ///
+    /// The caller is the only writer, `[position, position + len)` is reserved
+    /// and no reader has been told the range exists yet.
+    pub fn write(&self, position: u64, bytes: &[u8]) {
+        let end = position + bytes.len() as u64;
+        assert!(end <= self.allocated(), "write past the reserved length");
+        let map = self.map.as_ref().expect("writable files are mapped");
+        // SAFETY: the range is inside the mapping and reserved on disk (checked
+        // above); no `&[u8]` to it has been handed out, because readers only get
+        // ranges below the published watermark, which is behind this write.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                map.as_mut_ptr().add(position as usize),
+                bytes.len(),
+            );
+        }
+    }
+
+    /// A view of `[position, position + len)`, which must lie within the
+    /// published (fully written) part of the file.
+    pub fn slice(&self, position: u64, len: usize) -> &[u8] {
+        if len == 0 {
+            return &[];
+        }
+        let end = position as usize + len;
+        assert!(end as u64 <= self.allocated(), "read past the file length");
+        let map = self.map.as_ref().expect("non-empty files are mapped");
+        // SAFETY: the range is inside the mapping and the file; the writer
+        // never writes into published ranges again, so the bytes are immutable
+        // for as long as the borrow of `self` lasts.
+        unsafe { std::slice::from_raw_parts(map.as_ptr().add(position as usize), len) }
+    }
+
+    /// Flushes the file's data (and the size change of any reservation) to disk.
+    pub fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+
+    /// Hints the kernel that `[position, position + len)` will be read soon.
+    pub fn will_need(&self, position: u64, len: usize) {
+        if let Some(map) = &self.map {
+            let end = (position as usize + len).min(self.allocated() as usize);
+            if end > position as usize {
+                // Advice is only a hint: failures change nothing.
+                let _ = map.advise_range(
+                    memmap2::Advice::WillNeed,
+                    position as usize,
+                    end - position as usize,
+                );
+            }
+        }
+    }
+
+    /// Drops the map, shrinks the file to `len` bytes and makes it durable.
+    ///
+    /// Consuming `self` is what guarantees no map of this file is live when
+    /// it shrinks (the caller must hold the only reference).
+    pub fn trim(self, len: u64) -> Result<()> {
+        let MappedFile {
+            path, file, map, ..
+        } = self;
+        drop(map);
+        file.set_len(len).map_err(|e| StorageError::io(&path, e))?;
+        file.sync_all().map_err(|e| StorageError::io(&path, e))
+    }
+}
