@@ -1,0 +1,9 @@
+//! Strata: an append-only, partitioned log broker.
+//!
+//! # Layout
+//!
+//! - [`storage`]: partition logs of memory-mapped segments; no knowledge of
+//!   gRPC, topics or groups.
+pub mod storage;
+pub mod proto;
+pub mod wire;

@@ -63,10 +63,13 @@ impl MappedFile {
     fn map_writable(path: PathBuf, file: File, capacity: u64, chunk: u64) -> Result<MappedFile> {
         let len = file.metadata().map_err(|e| StorageError::io(&path, e))?.len();
         let capacity = capacity.max(len).max(1);
-        // SAFETY: the data directory is owned by this process (it holds the
-        // directory lock); no one else truncates the file under the map. We
-        // never access bytes beyond `allocated`, which is within the file.
-        let map = unsafe { MmapOptions::new().len(capacity as usize).map_raw(&file) }
+        // Creating a raw map is safe; using it is not. The data directory is
+        // owned by this process (it holds the directory lock), so no one else
+        // truncates the file under the map, and we never touch bytes beyond
+        // `allocated`, which is within the file.
+        let map = MmapOptions::new()
+            .len(capacity as usize)
+            .map_raw(&file)
             .map_err(|e| StorageError::io(&path, e))?;
         Ok(MappedFile {
             path,
@@ -85,9 +88,12 @@ impl MappedFile {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: as in `map_writable`; sealed files are never modified.
+            // As in `map_writable`: sealed files are never modified or shrunk
+            // while mapped.
             Some(
-                unsafe { MmapOptions::new().len(len as usize).map_raw_read_only(&file) }
+                MmapOptions::new()
+                    .len(len as usize)
+                    .map_raw_read_only(&file)
                     .map_err(|e| StorageError::io(path, e))?,
             )
         };

@@ -1,0 +1,189 @@
+//! Opening a partition directory after a clean stop or a crash.
+//!
+//! Closed segments are only listed (one `stat` each), never read: start-up
+//! time does not grow with the data. The active (last) segment is scanned
+//! from the recovery checkpoint, so the cost is the tail written since the
+//! last background flush:
+//!
+//! 1. Find the checkpoint and check that the frame it names really ends at
+//!    its position with its CRC; otherwise scan the whole active segment.
+//! 2. Keep index entries that point inside the checkpointed prefix, zero the
+//!    rest (they are derived data and may be stale or torn).
+//! 3. Scan the tail frame by frame ([`scan`]): valid frames are re-indexed,
+//!    interior damage is kept and reported, a torn tail is zeroed and
+//!    reported with its byte count.
+
+use std::path::Path;
+
+use super::checkpoint::Checkpoint;
+use super::config::LogConfig;
+use super::error::{Result, StorageError};
+use super::frame::{check_frame, FrameCheck};
+use super::index::{
+    encode_offset_entry, encode_time_entry, valid_offset_entries, valid_time_entries, IndexFile,
+    OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
+};
+use super::mapped_file::MappedFile;
+use super::scan::{scan, Damage, ScanItem};
+use super::segment::{segment_path, ActiveSegment, IndexCursor};
+
+/// What recovery found in a partition's active segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes of torn or garbage tail that were cut off.
+    pub truncated_bytes: u64,
+    /// Why the first cut byte was rejected.
+    pub truncation_reason: Option<&'static str>,
+    /// Interior damage kept in place (reads of it fail as corrupt).
+    pub damaged: Vec<Damage>,
+    /// Bytes of log scanned.
+    pub scanned_bytes: u64,
+    /// Whether the scan could start at a valid checkpoint.
+    pub from_checkpoint: bool,
+}
+
+/// The writer's starting point after recovery.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterStart {
+    /// End of the valid frames.
+    pub position: u64,
+    /// Offset the next batch gets.
+    pub next_offset: u64,
+    /// Index bookkeeping for further appends.
+    pub cursor: IndexCursor,
+    /// CRC and length of the last frame (for the next checkpoint).
+    pub last_frame: (u32, u32),
+    /// Timestamp of the segment's first batch, if it has one.
+    pub first_batch_ms: Option<i64>,
+}
+
+/// Opens the active segment at `base` in `dir`, recovering its tail.
+pub fn recover_active(
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+) -> Result<(ActiveSegment, WriterStart, RecoveryReport)> {
+    let log = MappedFile::open_writable(
+        &segment_path(dir, base, "log"),
+        config.effective_segment_bytes(),
+        config.preallocate_chunk_bytes,
+    )?;
+    let allocated = log.allocated();
+    let bytes = log.slice(0, allocated as usize);
+    let mut report = RecoveryReport::default();
+
+    // 1. Where can the scan start?
+    let checkpoint = Checkpoint::read(dir).filter(|c| checkpoint_matches(c, base, bytes));
+    let (start_pos, start_off, mut last_frame) = match checkpoint {
+        Some(c) => {
+            report.from_checkpoint = true;
+            (c.position, c.next_offset, (c.last_frame_crc, c.last_frame_len))
+        }
+        None => (0, base, (0, 0)),
+    };
+
+    // 2. Trust index entries only inside the checkpointed prefix.
+    let index = open_index_writable(dir, base, "index", OFFSET_ENTRY_LEN, config)?;
+    let n = valid_offset_entries(
+        index.slice(0, index.allocated() as usize),
+        start_pos,
+        start_off - base,
+    );
+    let index = IndexFile::new(index, OFFSET_ENTRY_LEN, n);
+    index.zero_tail();
+    let time = open_index_writable(dir, base, "timeindex", TIME_ENTRY_LEN, config)?;
+    let n = valid_time_entries(time.slice(0, time.allocated() as usize), start_off - base);
+    let time = IndexFile::new(time, TIME_ENTRY_LEN, n);
+    time.zero_tail();
+
+    let mut cursor = IndexCursor::new();
+    if let Some(last) = index.len().checked_sub(1).map(|i| index.offset_entry(i)) {
+        cursor.last_indexed_position = u64::from(last.position);
+    }
+    if let Some(last) = time.last_time_entry() {
+        cursor.running_max_ms = last.timestamp_ms;
+    }
+
+    // 3. Scan the tail.
+    let interval = config.effective_index_interval();
+    let mut push_error = None;
+    let end = scan(bytes, start_pos, start_off, |item| match item {
+        ScanItem::Frame { position, header } => {
+            last_frame = (header.crc, header.frame_len);
+            if let Some((o, t)) = cursor.on_batch(base, position, &header, interval) {
+                let pushed = index
+                    .push(&encode_offset_entry(o))
+                    .and_then(|()| time.push(&encode_time_entry(t)));
+                if let Err(e) = pushed {
+                    push_error.get_or_insert(e);
+                }
+            }
+        }
+        ScanItem::Damage(d) => report.damaged.push(d),
+    });
+    if let Some(e) = push_error {
+        return Err(e);
+    }
+    report.scanned_bytes = end.position - start_pos + end.torn_bytes;
+    if end.torn_bytes > 0 {
+        // Zero the torn bytes so they can never be mistaken for data by a
+        // later recovery; no reader exists yet.
+        log.write(end.position, &vec![0u8; end.torn_bytes as usize]);
+        report.truncated_bytes = end.torn_bytes;
+        report.truncation_reason = end.torn_reason;
+    }
+    let first_batch_ms = match check_frame(bytes) {
+        FrameCheck::Valid(h) if end.position > 0 => Some(h.meta.max_timestamp_ms),
+        _ => None,
+    };
+    let start = WriterStart {
+        position: end.position,
+        next_offset: end.next_offset,
+        cursor,
+        last_frame,
+        first_batch_ms,
+    };
+    Ok((
+        ActiveSegment::from_parts(base, log, index, time, end.position),
+        start,
+        report,
+    ))
+}
+
+/// Whether the checkpoint names a frame that really ends at its position.
+fn checkpoint_matches(c: &Checkpoint, base: u64, log: &[u8]) -> bool {
+    if c.segment_base != base || c.position > log.len() as u64 || c.next_offset < base {
+        return false;
+    }
+    if c.position == 0 {
+        return c.next_offset == base;
+    }
+    let Some(start) = c.position.checked_sub(u64::from(c.last_frame_len)) else {
+        return false;
+    };
+    match check_frame(&log[start as usize..c.position as usize]) {
+        FrameCheck::Valid(h) => {
+            h.crc == c.last_frame_crc && h.frame_len == c.last_frame_len && h.next_offset() == c.next_offset
+        }
+        _ => false,
+    }
+}
+
+/// Opens (or creates, if a crash lost it) an index file of the active segment.
+fn open_index_writable(
+    dir: &Path,
+    base: u64,
+    ext: &str,
+    entry_len: usize,
+    config: &LogConfig,
+) -> Result<MappedFile> {
+    let path = segment_path(dir, base, ext);
+    let capacity = config.max_index_entries() * entry_len as u64;
+    match MappedFile::open_writable(&path, capacity, 64 * 1024) {
+        Ok(f) => Ok(f),
+        Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            MappedFile::create(&path, capacity, 64 * 1024)
+        }
+        Err(e) => Err(e),
+    }
+}

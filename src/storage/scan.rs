@@ -1,0 +1,217 @@
+//! Walking the frames of a `.log` and telling the end of data from damage.
+//!
+//! Used by recovery (the unflushed tail of the active segment), by index
+//! rebuilds and by readers that meet a bad frame. The rules, from DESIGN.md:
+//!
+//! - a frame is accepted only when its header checks, its CRC matches and its
+//!   base offset is the next expected offset;
+//! - at the first frame that is not accepted, look ahead for a later valid
+//!   frame whose base offset continues the log (≥ the expected offset, and no
+//!   further ahead than the damaged bytes could have held). If there is one,
+//!   the bytes in between are *interior damage*: reported, never served, and
+//!   the frames after it are kept. If there is none, the data ends there and
+//!   any non-zero bytes after it are a *torn tail*.
+//! - zero bytes are never a frame (the magic byte is non-zero).
+
+use super::frame::{check_frame, FrameCheck, FrameHeader, FORMAT_VERSION, HEADER_LEN};
+
+/// A damaged byte range between two valid frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// First damaged byte.
+    pub position: u64,
+    /// Position of the next valid frame.
+    pub end_position: u64,
+    /// First offset that cannot be served.
+    pub first_offset: u64,
+    /// Base offset of the next valid frame.
+    pub end_offset: u64,
+    /// Which check failed at `position`.
+    pub reason: &'static str,
+}
+
+/// What a scan found, in log order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanItem {
+    /// A valid frame at `position`.
+    Frame {
+        /// Byte position of the frame.
+        position: u64,
+        /// Its header.
+        header: FrameHeader,
+    },
+    /// Interior damage, followed by a valid frame.
+    Damage(Damage),
+}
+
+/// Where a scan stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// End of the last valid frame: where the next append goes.
+    pub position: u64,
+    /// Offset the next frame must carry.
+    pub next_offset: u64,
+    /// Non-zero bytes after `position` (a torn or garbage tail), to be cut.
+    pub torn_bytes: u64,
+    /// Why the frame at `position` was rejected, when `torn_bytes > 0`.
+    pub torn_reason: Option<&'static str>,
+}
+
+/// Scans `bytes` (a whole `.log` prefix) from `position`, where a frame
+/// carrying `next_offset` is expected, calling `visit` for each item.
+pub fn scan(
+    bytes: &[u8],
+    mut position: u64,
+    mut next_offset: u64,
+    mut visit: impl FnMut(ScanItem),
+) -> ScanEnd {
+    loop {
+        let at = position as usize;
+        let reason = match check_frame(&bytes[at.min(bytes.len())..]) {
+            FrameCheck::Valid(h) if h.base_offset == next_offset => {
+                visit(ScanItem::Frame {
+                    position,
+                    header: h,
+                });
+                position += u64::from(h.frame_len);
+                next_offset = h.next_offset();
+                continue;
+            }
+            FrameCheck::Valid(_) => "unexpected base offset",
+            FrameCheck::Zero => "zero bytes",
+            FrameCheck::Invalid(reason) => reason,
+        };
+        match resync(bytes, position + 1, next_offset) {
+            Some((found, header)) => {
+                visit(ScanItem::Damage(Damage {
+                    position,
+                    end_position: found,
+                    first_offset: next_offset,
+                    end_offset: header.base_offset,
+                    reason,
+                }));
+                position = found;
+                next_offset = header.base_offset;
+            }
+            None => {
+                let torn_bytes = nonzero_extent(&bytes[at.min(bytes.len())..]);
+                return ScanEnd {
+                    position,
+                    next_offset,
+                    torn_bytes,
+                    torn_reason: (torn_bytes > 0).then_some(reason),
+                };
+            }
+        }
+    }
+}
+
+/// Finds the first position ≥ `from` holding a valid frame that can continue
+/// a log expecting `next_offset` after damage starting at `from - 1`.
+pub fn resync(bytes: &[u8], from: u64, next_offset: u64) -> Option<(u64, FrameHeader)> {
+    let damage_start = from.saturating_sub(1);
+    let mut at = from as usize;
+    while at + HEADER_LEN <= bytes.len() {
+        let step = bytes[at..].iter().position(|&b| b == FORMAT_VERSION)?;
+        at += step;
+        if let FrameCheck::Valid(h) = check_frame(&bytes[at..]) {
+            // Every record takes at least one byte, so damage of D bytes
+            // cannot hide more than D offsets: anything further is a stray
+            // frame-like pattern, not the continuation of this log.
+            let lost = h.base_offset.wrapping_sub(next_offset);
+            if h.base_offset >= next_offset && lost <= at as u64 - damage_start {
+                return Some((at as u64, h));
+            }
+        }
+        at += 1;
+    }
+    None
+}
+
+/// Number of bytes from the start of `bytes` to the end of its last non-zero byte.
+pub fn nonzero_extent(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::frame::{encode_header, BatchMeta};
+
+    fn log_of(batches: &[(u64, u32, &[u8])]) -> (Vec<u8>, Vec<u64>) {
+        let mut log = Vec::new();
+        let mut positions = Vec::new();
+        for &(base, n, payload) in batches {
+            positions.push(log.len() as u64);
+            let meta = BatchMeta {
+                record_count: n,
+                ..Default::default()
+            };
+            log.extend_from_slice(&encode_header(&meta, base, &[payload]));
+            log.extend_from_slice(payload);
+        }
+        (log, positions)
+    }
+
+    fn collect(bytes: &[u8]) -> (Vec<ScanItem>, ScanEnd) {
+        let mut items = Vec::new();
+        let end = scan(bytes, 0, 0, |i| items.push(i));
+        (items, end)
+    }
+
+    #[test]
+    fn clean_log_with_zero_tail() {
+        let (mut log, _) = log_of(&[(0, 2, b"ab"), (2, 3, b"cde")]);
+        let len = log.len() as u64;
+        log.extend_from_slice(&[0; 4096]);
+        let (items, end) = collect(&log);
+        assert_eq!(items.len(), 2);
+        assert_eq!(end, ScanEnd { position: len, next_offset: 5, torn_bytes: 0, torn_reason: None });
+    }
+
+    #[test]
+    fn torn_tail_is_measured() {
+        let (log, pos) = log_of(&[(0, 2, b"ab"), (2, 3, b"cdefgh")]);
+        let mut torn = log[..log.len() - 2].to_vec();
+        torn.extend_from_slice(&[0; 100]);
+        let (items, end) = collect(&torn);
+        assert_eq!(items.len(), 1);
+        assert_eq!(end.position, pos[1]);
+        assert_eq!(end.next_offset, 2);
+        assert_eq!(end.torn_bytes, log.len() as u64 - 2 - pos[1]);
+    }
+
+    #[test]
+    fn interior_damage_keeps_later_frames() {
+        let (mut log, pos) = log_of(&[(0, 2, b"ab"), (2, 3, b"cdefgh"), (5, 1, b"i")]);
+        log[pos[1] as usize + 70] ^= 0x40;
+        let (items, end) = collect(&log);
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[1],
+            ScanItem::Damage(Damage {
+                position: pos[1],
+                end_position: pos[2],
+                first_offset: 2,
+                end_offset: 5,
+                reason: "CRC mismatch"
+            })
+        );
+        assert_eq!(end.next_offset, 6);
+        assert_eq!(end.torn_bytes, 0);
+    }
+
+    #[test]
+    fn zeroed_page_before_valid_frames_is_damage_not_end() {
+        let (mut log, pos) = log_of(&[(0, 2, b"ab"), (2, 3, b"cdefgh"), (5, 1, b"i")]);
+        for b in &mut log[pos[1] as usize..pos[2] as usize] {
+            *b = 0;
+        }
+        let (items, end) = collect(&log);
+        assert!(matches!(items[1], ScanItem::Damage(Damage { first_offset: 2, end_offset: 5, .. })));
+        assert_eq!(end.next_offset, 6);
+    }
+}

@@ -1,0 +1,103 @@
+//! Basic behaviour of `PartitionLog` through its public API.
+
+use std::sync::Arc;
+
+use strata::storage::{BatchMeta, LogConfig, MapCache, PartitionLog, StorageError};
+
+pub fn meta(n: u32, ts: i64) -> BatchMeta {
+    BatchMeta {
+        record_count: n,
+        first_timestamp_ms: ts,
+        max_timestamp_ms: ts,
+        ..Default::default()
+    }
+}
+
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 256,
+        preallocate_chunk_bytes: 4096,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn append_read_roll_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = MapCache::new(4);
+    let log = PartitionLog::open(dir.path(), small_config(), cache.clone()).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..500u64 {
+        let payload = format!("payload-{i}-").repeat((i % 7 + 1) as usize);
+        let info = log.append(&meta(2, 1000 + i as i64), &[payload.as_bytes()]).unwrap();
+        assert_eq!(info.base_offset, i * 2);
+        expected.push(payload);
+    }
+    assert_eq!(log.high_watermark(), 1000);
+    assert!(log.stats().segment_count > 3, "{:?}", log.stats());
+    let check = |log: &PartitionLog| {
+        for i in 0..500u64 {
+            for off in [i * 2, i * 2 + 1] {
+                let r = log.read(off, 1).unwrap();
+                assert_eq!(r.batches[0].header.base_offset, i * 2);
+                assert_eq!(r.skip_records, (off - i * 2) as u32);
+                assert_eq!(r.batches[0].payload(), expected[i as usize].as_bytes());
+            }
+        }
+        // Read everything in one go.
+        let r = log.read(0, u64::MAX).unwrap();
+        assert_eq!(r.batches.len(), 500);
+        // Time lookup.
+        assert_eq!(log.offset_for_timestamp(1250).unwrap().map(|x| x.0), Some(500));
+        assert_eq!(log.offset_for_timestamp(0).unwrap().map(|x| x.0), Some(0));
+        assert_eq!(log.offset_for_timestamp(999_999).unwrap(), None);
+    };
+    check(&log);
+    assert!(matches!(log.read(1001, 10), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(log.read(1000, 10).unwrap().batches.is_empty());
+    log.close().unwrap();
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_config(), cache).unwrap();
+    assert_eq!(log.high_watermark(), 1000);
+    check(&log);
+    let info = log.append(&meta(1, 5000), &[b"after"]).unwrap();
+    assert_eq!(info.base_offset, 1000);
+}
+
+#[test]
+fn durable_appends_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(PartitionLog::open(dir.path(), small_config(), MapCache::new(2)).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let p = format!("t{t}-{i}");
+                    let info = log.append(&meta(1, 10), &[p.as_bytes()]).unwrap();
+                    log.wait_durable(info.next_offset).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.high_watermark(), 200);
+    let mut cfg = small_config();
+    cfg.retention_bytes = Some(1);
+    for _ in 0..400 {
+        log.append(&meta(1, 10), &[&[7u8; 100]]).unwrap();
+    }
+    log.set_config(cfg);
+    let before = log.stats();
+    let out = log.apply_retention(100).unwrap();
+    let after = log.stats();
+    assert!(out.segments_deleted > 0);
+    assert_eq!(after.segment_count, 1);
+    assert!(after.log_start_offset > before.log_start_offset);
+    assert!(matches!(log.read(0, 10), Err(StorageError::OffsetOutOfRange { log_start, .. }) if log_start == after.log_start_offset));
+    assert!(!log.read(after.log_start_offset, 10).unwrap().batches.is_empty());
+}
