@@ -7,3 +7,6 @@
 pub mod storage;
 pub mod proto;
 pub mod wire;
+pub mod broker;
+pub mod config;
+pub mod api;

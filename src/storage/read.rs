@@ -315,3 +315,11 @@ fn find_time(src: &Source, timestamp_ms: i64, high_watermark: u64) -> Option<(u6
     None
 }
 
+
+impl PartitionLog {
+    /// Whether `offset` lies in the active segment, whose pages are almost
+    /// certainly in memory (so a read will not block on disk).
+    pub fn is_hot(&self, offset: u64) -> bool {
+        offset >= self.snapshot().active.base_offset
+    }
+}

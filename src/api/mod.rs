@@ -1,0 +1,194 @@
+//! The gRPC layer: turns requests into broker calls and broker errors into
+//! status codes. No storage logic here.
+//!
+//! | module     | job                                                  |
+//! |------------|------------------------------------------------------|
+//! | [`log`]    | `strata.v1.Log`: produce, fetch, subscribe, offsets  |
+//! | [`admin`]  | `strata.v1.Admin`: topics                            |
+//! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
+//!
+//! [`run`] assembles the server: Strata's services plus the standard
+//! `grpc.health.v1.Health` and server reflection, explicit message-size
+//! limits, HTTP/2 settings, and graceful shutdown on SIGINT/SIGTERM (stop
+//! accepting, end streams and long-polls, finish in-flight requests, flush
+//! every partition, exit 0).
+
+pub mod admin;
+pub mod log;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::broker::{Broker, BrokerError};
+use crate::config::{BrokerConfig, ConfigError};
+use crate::proto::server::admin_server::AdminServer;
+use crate::proto::server::log_server::LogServer;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be opened.
+    #[error("cannot open the broker: {0}")]
+    Broker(#[from] BrokerError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptors (a build bug).
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+}
+
+/// A running server (for tests and embedding): its address and a way to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address (with the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// The broker behind it.
+    pub broker: Arc<Broker>,
+    handle: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningServer {
+    /// Begins a graceful shutdown and waits for it to complete.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.broker.begin_shutdown();
+        match self.handle.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!("server task failed: {e}")))),
+        }
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
+/// Prints `strata listening on ADDR` on stdout once it accepts connections.
+pub async fn run(config: BrokerConfig) -> Result<(), ServeError> {
+    let server = start(config).await?;
+    println!("strata listening on {}", server.addr);
+    let broker = server.broker.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received: finishing in-flight requests");
+        broker.begin_shutdown();
+    });
+    server.shutdown_when_signalled().await
+}
+
+impl RunningServer {
+    async fn shutdown_when_signalled(self) -> Result<(), ServeError> {
+        match self.handle.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!("server task failed: {e}")))),
+        }
+    }
+}
+
+/// Opens the broker, binds the listener and starts serving in a task.
+pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
+    config.validate()?;
+    tracing::info!(config = ?config, "starting strata");
+    let listen = config.listen;
+    let open_config = config.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(open_config))
+        .await
+        .map_err(|e| ServeError::Broker(BrokerError::Internal(format!("open task failed: {e}"))))??;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
+    let background = broker.start_background();
+    let router = build_router(&broker, &config)?;
+    let mut shutdown = broker.shutdown_signal();
+    let serving = broker.clone();
+    let handle = tokio::spawn(async move {
+        let signal = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let served = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await;
+        serving.begin_shutdown();
+        background.join().await;
+        let closing = serving.clone();
+        let closed = tokio::task::spawn_blocking(move || closing.close()).await;
+        served?;
+        match closed {
+            Ok(Ok(())) => {
+                tracing::info!("all partitions flushed; bye");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ServeError::Broker(e)),
+            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!("close task failed: {e}")))),
+        }
+    });
+    tracing::info!(%addr, "listening");
+    Ok(RunningServer { addr, broker, handle })
+}
+
+fn build_router(
+    broker: &Arc<Broker>,
+    config: &BrokerConfig,
+) -> Result<tonic::transport::server::Router, ServeError> {
+    // tonic's own decode limit sits above ours, so that a request between the
+    // two gets Strata's clear error rather than tonic's OUT_OF_RANGE.
+    let decode_limit = config.limits.max_request_bytes as usize + (1 << 20);
+    let encode_limit = config.limits.max_fetch_bytes as usize * 2 + (1 << 20);
+    let log = LogServer::new(log::LogService::new(broker.clone()))
+        .max_decoding_message_size(decode_limit)
+        .max_encoding_message_size(encode_limit);
+    let admin = AdminServer::new(admin::AdminService::new(broker.clone()))
+        .max_decoding_message_size(decode_limit)
+        .max_encoding_message_size(encode_limit);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        health_reporter
+            .set_serving::<LogServer<log::LogService>>()
+            .await;
+        health_reporter
+            .set_serving::<AdminServer<admin::AdminService>>()
+            .await;
+    });
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    Ok(tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(log)
+        .add_service(admin))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT will stop the broker");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

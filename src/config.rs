@@ -1,0 +1,220 @@
+//! Broker settings: defaults, the optional TOML file, `STRATA_*` environment
+//! variables and command-line flags, in rising order of precedence.
+//!
+//! Every field documents its default. [`BrokerConfig::validate`] rejects
+//! impossible combinations at start-up, and the effective configuration is
+//! logged once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default address of the gRPC listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Limits on what clients may ask for. Exceeding one is a clear
+/// `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED`, never a partial write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest encoded record (key + value + headers + framing), bytes.
+    /// Topics may lower or raise it per topic. Default: 1 MiB.
+    pub max_record_bytes: u32,
+    /// Largest gRPC request message, bytes. tonic's own decode limit is set
+    /// just above it so that ours answers first, with a clear message.
+    /// Default: 64 MiB.
+    pub max_request_bytes: u32,
+    /// Default `max_bytes` of a fetch that asks for 0. Default: 1 MiB.
+    pub default_fetch_bytes: u32,
+    /// Largest `max_bytes` a fetch may ask for. Default: 64 MiB.
+    pub max_fetch_bytes: u32,
+    /// Longest long-poll, ms. Default: 60,000.
+    pub max_wait_ms: u32,
+    /// Partitions per topic. Default: 10,000.
+    pub max_partitions_per_topic: u32,
+    /// Partitions on this broker, all topics together. Default: 100,000.
+    pub max_partitions: u32,
+    /// Concurrent HTTP/2 streams per connection. Default: 1,024.
+    pub max_concurrent_streams: u32,
+    /// Sealed segments kept memory-mapped at once (each costs one map of
+    /// the kernel's `vm.max_map_count`). Default: 4,096.
+    pub max_open_segment_maps: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record_bytes: 1 << 20,
+            max_request_bytes: 64 << 20,
+            default_fetch_bytes: 1 << 20,
+            max_fetch_bytes: 64 << 20,
+            max_wait_ms: 60_000,
+            max_partitions_per_topic: 10_000,
+            max_partitions: 100_000,
+            max_concurrent_streams: 1024,
+            max_open_segment_maps: 4096,
+        }
+    }
+}
+
+/// Defaults for new topics, each overridable per topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Partitions of a topic created without a count. Default: 1.
+    pub partitions: u32,
+    /// Keep closed segments this long, ms; -1 = forever. Default: 7 days.
+    pub retention_ms: i64,
+    /// Keep at most this many bytes per partition; -1 = no limit. Default: -1.
+    pub retention_bytes: i64,
+    /// Segment file size, bytes. Default: 1 GiB.
+    pub segment_bytes: u64,
+    /// Roll the active segment after this long, ms. Default: 7 days.
+    pub segment_ms: i64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Everything `strata serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Where topics, metadata and group state live. Default: `./data`.
+    pub data_dir: PathBuf,
+    /// gRPC listen address. Port 0 picks a free port (printed at start).
+    /// Default: 127.0.0.1:50051.
+    pub listen: SocketAddr,
+    /// Log line format. Default: text.
+    pub log_format: LogFormat,
+    /// Background flush after this long with unflushed data, ms: the most
+    /// `ACKS_LEADER` data a power loss can take. Default: 1000.
+    pub flush_interval_ms: u64,
+    /// Background flush after this many unflushed bytes per partition.
+    /// Default: 64 MiB.
+    pub flush_bytes: u64,
+    /// How often retention runs over all partitions, ms. Default: 60,000.
+    pub retention_check_interval_ms: u64,
+    /// Defaults for new topics.
+    pub topic_defaults: TopicDefaults,
+    /// Client-facing limits.
+    pub limits: Limits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            log_format: LogFormat::Text,
+            flush_interval_ms: 1000,
+            flush_bytes: 64 << 20,
+            retention_check_interval_ms: 60_000,
+            topic_defaults: TopicDefaults::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration problem, reported at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line, column, field).
+        message: String,
+    },
+    /// A setting is out of its allowed range.
+    #[error("invalid setting {field}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is allowed.
+        reason: String,
+    },
+}
+
+impl BrokerConfig {
+    /// Reads a TOML config file (all fields optional, unknown fields rejected).
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if l.max_record_bytes == 0 {
+            return invalid("limits.max_record_bytes", "must be at least 1".into());
+        }
+        if l.max_request_bytes < l.max_record_bytes {
+            return invalid(
+                "limits.max_request_bytes",
+                format!("must be at least limits.max_record_bytes ({})", l.max_record_bytes),
+            );
+        }
+        if l.max_request_bytes > 1 << 30 {
+            return invalid("limits.max_request_bytes", "must be at most 1 GiB".into());
+        }
+        if l.default_fetch_bytes == 0 || l.default_fetch_bytes > l.max_fetch_bytes {
+            return invalid(
+                "limits.default_fetch_bytes",
+                format!("must be between 1 and limits.max_fetch_bytes ({})", l.max_fetch_bytes),
+            );
+        }
+        if l.max_partitions_per_topic == 0 || l.max_partitions == 0 {
+            return invalid("limits.max_partitions", "must be at least 1".into());
+        }
+        if self.topic_defaults.partitions == 0 {
+            return invalid("topic_defaults.partitions", "must be at least 1".into());
+        }
+        if self.topic_defaults.segment_bytes < 1 << 20 || self.topic_defaults.segment_bytes > u64::from(u32::MAX) {
+            return invalid("topic_defaults.segment_bytes", "must be between 1 MiB and 4 GiB - 1".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return invalid("flush_interval_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
