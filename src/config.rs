@@ -99,6 +99,41 @@ impl Default for TopicDefaults {
     }
 }
 
+/// Consumer-group coordinator settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSettings {
+    /// How often members are asked to heartbeat, ms. Default: 1000.
+    pub heartbeat_interval_ms: u32,
+    /// Session timeout of members that ask for 0, ms. Default: 10,000.
+    pub session_timeout_ms: u32,
+    /// Smallest session timeout a member may ask for, ms. Default: 100.
+    pub min_session_timeout_ms: u32,
+    /// Largest session timeout a member may ask for, ms. Default: 300,000.
+    pub max_session_timeout_ms: u32,
+    /// An empty group (no members) with no commit for this long is deleted,
+    /// ms (like Kafka's offsets retention). Default: 7 days.
+    pub offsets_retention_ms: i64,
+    /// Groups on this broker. Default: 10,000.
+    pub max_groups: u32,
+    /// Live members per group. Default: 1,000.
+    pub max_members_per_group: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            heartbeat_interval_ms: 1000,
+            session_timeout_ms: 10_000,
+            min_session_timeout_ms: 100,
+            max_session_timeout_ms: 300_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            max_groups: 10_000,
+            max_members_per_group: 1000,
+        }
+    }
+}
+
 /// Everything `strata serve` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -122,6 +157,8 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     /// Client-facing limits.
     pub limits: Limits,
+    /// Consumer groups.
+    pub groups: GroupSettings,
 }
 
 impl Default for BrokerConfig {
@@ -135,6 +172,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 60_000,
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
+            groups: GroupSettings::default(),
         }
     }
 }
@@ -211,6 +249,22 @@ impl BrokerConfig {
         }
         if self.topic_defaults.segment_bytes < 1 << 20 || self.topic_defaults.segment_bytes > u64::from(u32::MAX) {
             return invalid("topic_defaults.segment_bytes", "must be between 1 MiB and 4 GiB - 1".into());
+        }
+        let g = &self.groups;
+        if g.min_session_timeout_ms == 0
+            || g.min_session_timeout_ms > g.max_session_timeout_ms
+            || !(g.min_session_timeout_ms..=g.max_session_timeout_ms).contains(&g.session_timeout_ms)
+        {
+            return invalid(
+                "groups.session_timeout_ms",
+                "need 0 < min_session_timeout_ms <= session_timeout_ms <= max_session_timeout_ms".into(),
+            );
+        }
+        if g.heartbeat_interval_ms == 0 || g.heartbeat_interval_ms >= g.session_timeout_ms {
+            return invalid(
+                "groups.heartbeat_interval_ms",
+                format!("must be at least 1 and below groups.session_timeout_ms ({})", g.session_timeout_ms),
+            );
         }
         if self.flush_interval_ms == 0 {
             return invalid("flush_interval_ms", "must be at least 1".into());

@@ -5,6 +5,7 @@
 //! |------------|------------------------------------------------------|
 //! | [`log`]    | `strata.v1.Log`: produce, fetch, subscribe, offsets  |
 //! | [`admin`]  | `strata.v1.Admin`: topics                            |
+//! | [`groups`] | `strata.v1.Groups`: the consumer-group coordinator   |
 //! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
 //!
 //! [`run`] assembles the server: Strata's services plus the standard
@@ -14,6 +15,7 @@
 //! every partition, exit 0).
 
 pub mod admin;
+pub mod groups;
 pub mod log;
 pub mod status;
 
@@ -26,6 +28,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerConfig, ConfigError};
 use crate::proto::server::admin_server::AdminServer;
+use crate::proto::server::groups_server::GroupsServer;
 use crate::proto::server::log_server::LogServer;
 
 /// Why the server could not start or stopped with an error.
@@ -153,6 +156,9 @@ fn build_router(
     let admin = AdminServer::new(admin::AdminService::new(broker.clone()))
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(encode_limit);
+    let groups = GroupsServer::new(groups::GroupsService::new(broker.clone()))
+        .max_decoding_message_size(decode_limit)
+        .max_encoding_message_size(encode_limit);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
         health_reporter
@@ -160,6 +166,9 @@ fn build_router(
             .await;
         health_reporter
             .set_serving::<AdminServer<admin::AdminService>>()
+            .await;
+        health_reporter
+            .set_serving::<GroupsServer<groups::GroupsService>>()
             .await;
     });
     let reflection = tonic_reflection::server::Builder::configure()
@@ -174,7 +183,8 @@ fn build_router(
         .add_service(health)
         .add_service(reflection)
         .add_service(log)
-        .add_service(admin))
+        .add_service(admin)
+        .add_service(groups))
 }
 
 async fn wait_for_signal() {

@@ -12,7 +12,9 @@ use crate::storage::StorageError;
 /// Converts a broker error into the status the client sees.
 pub fn to_status(err: BrokerError) -> Status {
     let code = match &err {
-        BrokerError::UnknownTopic { .. } | BrokerError::UnknownPartition { .. } => Code::NotFound,
+        BrokerError::UnknownTopic { .. }
+        | BrokerError::UnknownPartition { .. }
+        | BrokerError::UnknownGroup { .. } => Code::NotFound,
         BrokerError::TopicExists { .. } => Code::AlreadyExists,
         BrokerError::InvalidTopicName { .. }
         | BrokerError::InvalidArgument { .. }

@@ -13,6 +13,12 @@ pub enum BrokerError {
         /// The name asked for.
         topic: String,
     },
+    /// No group by that name.
+    #[error("group '{group}' does not exist")]
+    UnknownGroup {
+        /// The name asked for.
+        group: String,
+    },
     /// A topic by that name exists already.
     #[error("topic '{topic}' already exists")]
     TopicExists {

@@ -188,7 +188,7 @@ async fn follow(
 }
 
 /// Reads from the partition, off the async workers when the data may be cold.
-async fn read(partition: &Partition, offset: u64, max_bytes: u64) -> Result<ReadResult> {
+pub(crate) async fn read(partition: &Partition, offset: u64, max_bytes: u64) -> Result<ReadResult> {
     if partition.log.is_hot(offset) {
         return Ok(partition.log.read(offset, max_bytes)?);
     }
@@ -201,7 +201,7 @@ async fn read(partition: &Partition, offset: u64, max_bytes: u64) -> Result<Read
 
 /// Turns stored batches into the response, trimming the first one so it
 /// starts exactly at the requested offset.
-fn to_wire(result: ReadResult) -> Result<FetchResponseWire> {
+pub(crate) fn to_wire(result: ReadResult) -> Result<FetchResponseWire> {
     let mut batches = Vec::with_capacity(result.batches.len());
     for (i, batch) in result.batches.into_iter().enumerate() {
         let mut wire = WireBatch {

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod produce;
 pub mod tasks;
@@ -58,6 +59,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Wakes the flusher when an append crossed the flush byte threshold.
     flush_wake: Notify,
+    /// Consumer groups.
+    pub(crate) coordinator: groups::Coordinator,
 }
 
 impl Broker {
@@ -82,7 +85,9 @@ impl Broker {
         let metas = metadata::load_all(&data_dir)?;
         remove_orphan_topic_dirs(&data_dir, &metas);
         let (shutdown, _) = watch::channel(false);
+        let coordinator = groups::Coordinator::open(&data_dir.join("groups"), config.groups.clone())?;
         let broker = Broker {
+            coordinator,
             data_dir,
             _lock: lock,
             cache,
@@ -242,6 +247,8 @@ impl Broker {
         self.total_partitions.fetch_add(partitions, Ordering::Relaxed);
         self.topics_write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
+        drop(_admin);
+        self.topics_changed();
         Ok(topic)
     }
 
@@ -269,6 +276,8 @@ impl Broker {
             tracing::warn!(path = %target.display(), error = %e, "could not remove a deleted topic's files; they are removed at next start");
         }
         tracing::info!(topic = name, "deleted topic");
+        drop(_admin);
+        self.topics_changed();
         Ok(())
     }
 
@@ -307,6 +316,8 @@ impl Broker {
         self.total_partitions.fetch_add(total - current, Ordering::Relaxed);
         self.topics_write().insert(name.to_string(), grown.clone());
         tracing::info!(topic = name, from = current, to = total, "added partitions");
+        drop(_admin);
+        self.topics_changed();
         Ok(grown)
     }
 
@@ -373,6 +384,9 @@ impl Broker {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Err(e) = self.coordinator.sync() {
+            tracing::error!(error = %e, "flushing group offsets on close failed");
         }
         match first_error {
             Some(e) => Err(e.into()),

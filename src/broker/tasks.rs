@@ -12,6 +12,7 @@ use crate::storage::now_ms;
 pub struct BackgroundTasks {
     flusher: tokio::task::JoinHandle<()>,
     retention: tokio::task::JoinHandle<()>,
+    groups: tokio::task::JoinHandle<()>,
 }
 
 impl BackgroundTasks {
@@ -19,6 +20,7 @@ impl BackgroundTasks {
     pub async fn join(self) {
         let _ = self.flusher.await;
         let _ = self.retention.await;
+        let _ = self.groups.await;
     }
 }
 
@@ -28,6 +30,7 @@ impl Broker {
         BackgroundTasks {
             flusher: tokio::spawn(flusher(self.clone())),
             retention: tokio::spawn(retention(self.clone())),
+            groups: tokio::spawn(group_sessions(self.clone())),
         }
     }
 }
@@ -53,6 +56,9 @@ async fn flusher(broker: Arc<Broker>) {
 }
 
 fn flush_pass(broker: &Broker) {
+    if let Err(e) = broker.coordinator.sync() {
+        tracing::error!(error = %e, "flushing group offsets failed");
+    }
     for topic in broker.topics() {
         for p in &topic.partitions {
             if !p.take_dirty() {
@@ -96,5 +102,19 @@ pub fn retention_pass(broker: &Broker) {
                 tracing::warn!(topic = %topic.name, partition = p.id, error = %e, "retention failed; will retry");
             }
         }
+    }
+}
+
+/// Expels members whose session timed out and expires empty groups, a few
+/// times per minimum session timeout.
+async fn group_sessions(broker: Arc<Broker>) {
+    let every = Duration::from_millis(u64::from(broker.config.groups.min_session_timeout_ms / 2).clamp(10, 1000));
+    let mut shutdown = broker.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        broker.expire_groups();
     }
 }

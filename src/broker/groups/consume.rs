@@ -1,0 +1,249 @@
+//! `Consume`: the one-call group consumer. The stream is a group member for
+//! as long as it is open. It reads its assigned partitions from the
+//! committed offsets (or the reset policy), follows rebalances and resets by
+//! itself, and leaves the group the moment the client goes away.
+//!
+//! Partitions are released as soon as the stream stops reading them (it
+//! lives inside the broker, so no heartbeat round-trip is needed), which is
+//! what lets a partition move to its new owner at once after a clean leave.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{StreamExt, StreamMap};
+
+use super::assignor::TopicPartition;
+use super::state::MemberKind;
+use super::by_topic;
+use crate::broker::error::{BrokerError, Result};
+use crate::broker::fetch::{read, to_wire};
+use crate::broker::Broker;
+use crate::storage::StorageError;
+use crate::wire::ConsumeEventWire;
+
+/// Where a partition without a committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoReset {
+    /// The log start.
+    Earliest,
+    /// The high watermark.
+    Latest,
+}
+
+/// Events a `Consume` stream can buffer before it waits for the client.
+const CONSUME_BUFFER: usize = 4;
+
+/// One running stream member.
+struct StreamMember {
+    broker: Arc<Broker>,
+    group: String,
+    member_id: String,
+    reset: AutoReset,
+    tx: mpsc::Sender<Result<ConsumeEventWire>>,
+    wake: watch::Receiver<u64>,
+    /// Next offset to read, per owned partition.
+    positions: BTreeMap<TopicPartition, u64>,
+    epoch: i32,
+    reset_generation: u64,
+}
+
+impl Broker {
+    /// Starts a `Consume` stream for `group` over `topics`.
+    pub fn consume(
+        self: &Arc<Self>,
+        group: &str,
+        topics: Vec<String>,
+        reset: AutoReset,
+    ) -> Result<mpsc::Receiver<Result<ConsumeEventWire>>> {
+        let topics: BTreeSet<String> = topics.into_iter().collect();
+        let timeout = u64::from(self.config.groups.session_timeout_ms);
+        let member_id = self.join_group(group, topics, timeout, MemberKind::Stream)?;
+        let (wake_tx, wake) = watch::channel(0u64);
+        self.coordinator.lock().streams.insert(member_id.clone(), wake_tx);
+        let (tx, rx) = mpsc::channel(CONSUME_BUFFER);
+        let mut member = StreamMember {
+            broker: self.clone(),
+            group: group.to_string(),
+            member_id,
+            reset,
+            tx,
+            wake,
+            positions: BTreeMap::new(),
+            epoch: 0,
+            reset_generation: 0,
+        };
+        tokio::spawn(async move {
+            let outcome = member.run().await;
+            if let Err(e) = outcome {
+                let _ = member.tx.send(Err(e)).await;
+            }
+            // Leave at once so the partitions move to the other members.
+            let _ = member.broker.leave_group(&member.group, &member.member_id);
+        });
+        Ok(rx)
+    }
+}
+
+impl StreamMember {
+    async fn run(&mut self) -> Result<()> {
+        let (epoch, _) = self.current_assignment()?;
+        let joined = ConsumeEventWire::joined(self.member_id.clone(), epoch);
+        if self.tx.send(Ok(joined)).await.is_err() {
+            return Ok(());
+        }
+        let mut shutdown = self.broker.shutdown_signal();
+        let mut watchers: StreamMap<TopicPartition, WatchStream<u64>> = StreamMap::new();
+        let mut rotate = 0usize;
+        loop {
+            if self.broker.is_shutting_down() {
+                return Ok(());
+            }
+            if self.wake.has_changed().unwrap_or(false) || self.epoch == 0 {
+                self.wake.borrow_and_update();
+                if !self.refresh(&mut watchers).await? {
+                    return Ok(());
+                }
+            }
+            // One round over the owned partitions, starting at a rotating
+            // point so no partition starves the others.
+            let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+            let mut sent_any = false;
+            for i in 0..owned.len() {
+                let tp = &owned[(rotate + i) % owned.len()];
+                match self.send_from(tp).await? {
+                    Some(true) => sent_any = true,
+                    Some(false) => {}
+                    None => return Ok(()),
+                }
+                if self.wake.has_changed().unwrap_or(false) {
+                    break;
+                }
+            }
+            rotate = rotate.wrapping_add(1);
+            if sent_any {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.changed() => {}
+                Some(_) = watchers.next(), if !watchers.is_empty() => {}
+                _ = self.tx.closed() => return Ok(()),
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// The member's current epoch and allowed partitions.
+    fn current_assignment(&self) -> Result<(i32, BTreeSet<TopicPartition>)> {
+        let mut inner = self.broker.coordinator.lock();
+        let g = inner
+            .groups
+            .get_mut(&self.group)
+            .ok_or_else(|| BrokerError::UnknownGroup { group: self.group.clone() })?;
+        g.reconcile(&self.member_id).ok_or_else(|| {
+            BrokerError::FailedPrecondition(format!(
+                "member '{}' is no longer in group '{}'",
+                self.member_id, self.group
+            ))
+        })
+    }
+
+    /// Adopts the current assignment: drops revoked partitions (and tells the
+    /// coordinator so they can move), positions new ones, repositions all on
+    /// a reset, and sends an `assignment` event. Returns false when the
+    /// client is gone.
+    async fn refresh(&mut self, watchers: &mut StreamMap<TopicPartition, WatchStream<u64>>) -> Result<bool> {
+        let (epoch, allowed) = self.current_assignment()?;
+        let (committed, generation) = {
+            let inner = self.broker.coordinator.lock();
+            let g = inner.groups.get(&self.group);
+            (g.map(|g| g.committed.clone()).unwrap_or_default(), g.map_or(0, |g| g.reset_generation))
+        };
+        let was_reset = generation != self.reset_generation;
+        self.reset_generation = generation;
+        self.positions.retain(|tp, _| allowed.contains(tp));
+        for tp in &allowed {
+            if was_reset || !self.positions.contains_key(tp) {
+                let start = self.start_offset(tp, committed.get(tp).map(|c| c.offset))?;
+                self.positions.insert(tp.clone(), start);
+            }
+        }
+        // Report what we hold now: revoked partitions are free for others.
+        {
+            let mut inner = self.broker.coordinator.lock();
+            let streams_to_wake = match inner.groups.get_mut(&self.group) {
+                Some(g) => {
+                    g.set_owned(&self.member_id, allowed.clone());
+                    g.reconcile_all()
+                }
+                None => Vec::new(),
+            };
+            super::wake(&inner.streams, streams_to_wake.iter().filter(|id| **id != self.member_id));
+        }
+        watchers.clear();
+        for tp in &allowed {
+            if let Ok(p) = self.broker.partition(&tp.0, tp.1) {
+                watchers.insert(tp.clone(), WatchStream::new(p.watch_high_watermark()));
+            }
+        }
+        if epoch != self.epoch || was_reset {
+            self.epoch = epoch;
+            let event = ConsumeEventWire::assignment(crate::proto::v1::Assignment {
+                partitions: by_topic(&allowed)
+                    .into_iter()
+                    .map(|(topic, partitions)| crate::proto::v1::TopicPartitions { topic, partitions })
+                    .collect(),
+                member_epoch: epoch,
+            });
+            if self.tx.send(Ok(event)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Where to start reading a partition: the committed offset clamped into
+    /// the log, or the reset policy.
+    fn start_offset(&self, tp: &TopicPartition, committed: Option<u64>) -> Result<u64> {
+        let p = self.broker.partition(&tp.0, tp.1)?;
+        let (start, hw) = (p.log.log_start_offset(), p.log.high_watermark());
+        Ok(match committed {
+            Some(o) => o.clamp(start, hw),
+            None => match self.reset {
+                AutoReset::Earliest => start,
+                AutoReset::Latest => hw,
+            },
+        })
+    }
+
+    /// Sends what is available from one partition. `Some(sent_anything)`,
+    /// or `None` when the client is gone.
+    async fn send_from(&mut self, tp: &TopicPartition) -> Result<Option<bool>> {
+        let Some(&offset) = self.positions.get(tp) else { return Ok(Some(false)) };
+        let partition = self.broker.partition(&tp.0, tp.1)?;
+        let max_bytes = u64::from(self.broker.config.limits.default_fetch_bytes);
+        let result = match read(&partition, offset, max_bytes).await {
+            Ok(r) => r,
+            Err(BrokerError::Storage(StorageError::OffsetOutOfRange { log_start, .. })) if offset < log_start => {
+                // Retention passed us: continue from the oldest record kept.
+                tracing::warn!(group = %self.group, topic = %tp.0, partition = tp.1, offset, log_start,
+                    "consumer position was deleted by retention; skipping to the log start");
+                self.positions.insert(tp.clone(), log_start);
+                return Ok(Some(false));
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(last) = result.batches.last() else { return Ok(Some(false)) };
+        let next = last.header.next_offset();
+        let wire = to_wire(result)?;
+        for batch in wire.batches {
+            let event = ConsumeEventWire::records(tp.0.clone(), tp.1, batch);
+            if self.tx.send(Ok(event)).await.is_err() {
+                return Ok(None);
+            }
+        }
+        self.positions.insert(tp.clone(), next);
+        Ok(Some(true))
+    }
+}

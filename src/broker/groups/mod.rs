@@ -1,0 +1,620 @@
+//! The consumer-group coordinator.
+//!
+//! | module       | job                                                           |
+//! |--------------|---------------------------------------------------------------|
+//! | [`assignor`] | pure balanced, sticky partition assignment                    |
+//! | [`state`]    | one group's pure state machine (members, epochs, commits)     |
+//! | [`offsets`]  | durable committed offsets: append-only log plus snapshots     |
+//! | [`consume`]  | the one-call `Consume` stream, a group member while open      |
+//!
+//! [`Coordinator`] is the impure shell: it owns the clock, the store and
+//! the wake-ups of `Consume` streams. Its lock is held for the state change
+//! and the one `write(2)` of a commit, never across an await.
+
+pub mod assignor;
+pub mod consume;
+pub mod offsets;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use self::assignor::TopicPartition;
+use self::offsets::{OffsetRecord, OffsetStore};
+use self::state::{Committed, GroupError, GroupState, MemberKind};
+use super::error::{BrokerError, Result};
+use super::fetch::OffsetQuery;
+use super::Broker;
+use crate::config::GroupSettings;
+use crate::storage::now_ms;
+
+/// The reply to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// The member's id.
+    pub member_id: String,
+    /// Its current epoch.
+    pub member_epoch: i32,
+    /// When to heartbeat next, ms.
+    pub heartbeat_interval_ms: u32,
+    /// What it owns now, grouped by topic.
+    pub assignment: BTreeMap<String, Vec<u32>>,
+}
+
+/// A member as `DescribeGroup` shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    /// Id.
+    pub member_id: String,
+    /// Epoch.
+    pub member_epoch: i32,
+    /// Assignment, grouped by topic.
+    pub assignment: BTreeMap<String, Vec<u32>>,
+}
+
+/// Lag of a group in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The committed offset (the log start when nothing is committed).
+    pub committed_offset: u64,
+    /// The high watermark.
+    pub high_watermark: u64,
+    /// Records behind.
+    pub lag: u64,
+    /// Age of the oldest unconsumed record, ms (0 when caught up).
+    pub lag_ms: u64,
+}
+
+/// `DescribeGroup`'s answer.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    /// Group name.
+    pub group: String,
+    /// "Empty", "Reconciling" or "Stable".
+    pub state: String,
+    /// Live members.
+    pub members: Vec<MemberDescription>,
+    /// Lag per partition of every topic the group reads or committed.
+    pub lag: Vec<PartitionLag>,
+}
+
+/// A position to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommit {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Next offset to read.
+    pub offset: u64,
+    /// Application text.
+    pub metadata: String,
+}
+
+/// Where `ResetOffsets` moves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTarget {
+    /// Log start of each partition.
+    Earliest,
+    /// High watermark of each partition.
+    Latest,
+    /// First batch appended at or after this time (ms since the epoch).
+    Timestamp(i64),
+    /// This offset, clamped to each partition's range.
+    Offset(u64),
+}
+
+struct Inner {
+    groups: BTreeMap<String, GroupState>,
+    store: OffsetStore,
+    /// Wake-ups of `Consume` stream members, by member id.
+    streams: HashMap<String, watch::Sender<u64>>,
+}
+
+/// The coordinator of every group on this broker.
+pub struct Coordinator {
+    inner: Mutex<Inner>,
+    settings: GroupSettings,
+    started: Instant,
+    member_seq: AtomicU64,
+    /// Distinguishes member ids across broker restarts.
+    incarnation: u64,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn group_error(e: GroupError) -> BrokerError {
+    BrokerError::FailedPrecondition(e.to_string())
+}
+
+fn by_topic(set: &BTreeSet<TopicPartition>) -> BTreeMap<String, Vec<u32>> {
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (t, p) in set {
+        out.entry(t.clone()).or_default().push(*p);
+    }
+    out
+}
+
+impl Coordinator {
+    /// Opens the store in `dir` and loads every group's committed offsets.
+    pub fn open(dir: &std::path::Path, settings: GroupSettings) -> Result<Coordinator> {
+        let (store, groups) = OffsetStore::open(dir)?;
+        Ok(Coordinator {
+            inner: Mutex::new(Inner { groups, store, streams: HashMap::new() }),
+            settings,
+            started: Instant::now(),
+            member_seq: AtomicU64::new(1),
+            incarnation: now_ms() as u64,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("coordinator lock poisoned")
+    }
+
+    /// Monotonic milliseconds since the coordinator started (session
+    /// timeouts never follow wall-clock jumps).
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn new_member_id(&self) -> String {
+        let seq = self.member_seq.fetch_add(1, Ordering::Relaxed);
+        format!("m-{:x}-{seq}", self.incarnation)
+    }
+
+    /// Recomputes targets, reconciles, and wakes the stream members whose
+    /// assignment changed.
+    fn rebalance(inner: &mut Inner, group: &str, partitions: &BTreeMap<String, u32>) {
+        let Some(g) = inner.groups.get_mut(group) else { return };
+        g.recompute_targets(partitions);
+        let changed = g.reconcile_all();
+        wake(&inner.streams, changed.iter());
+    }
+
+    /// Clamped commits must be durable before the state changes.
+    fn persist(inner: &mut Inner, records: &[OffsetRecord]) -> Result<()> {
+        inner.store.append(records)?;
+        if inner.store.needs_compaction() {
+            let Inner { groups, store, .. } = inner;
+            store.compact(groups)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the offsets log (called by the background flusher).
+    pub fn sync(&self) -> Result<()> {
+        self.lock().store.sync()
+    }
+}
+
+fn wake<'a>(streams: &HashMap<String, watch::Sender<u64>>, ids: impl Iterator<Item = &'a String>) {
+    for id in ids {
+        if let Some(tx) = streams.get(id) {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+fn validate_group(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 255 || group.chars().any(|c| c.is_control()) {
+        return Err(BrokerError::InvalidArgument {
+            field: "group",
+            reason: "group names are 1-255 characters without control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Partition counts of every topic.
+    pub(crate) fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.topics().iter().map(|t| (t.name.clone(), t.partition_count())).collect()
+    }
+
+    fn session_timeout(&self, asked_ms: u32) -> Result<u64> {
+        let g = &self.config.groups;
+        if asked_ms == 0 {
+            return Ok(u64::from(g.session_timeout_ms));
+        }
+        if !(g.min_session_timeout_ms..=g.max_session_timeout_ms).contains(&asked_ms) {
+            return Err(BrokerError::InvalidArgument {
+                field: "session_timeout_ms",
+                reason: format!(
+                    "{asked_ms} is outside the allowed {}..={} ms (0 = default {})",
+                    g.min_session_timeout_ms, g.max_session_timeout_ms, g.session_timeout_ms
+                ),
+            });
+        }
+        Ok(u64::from(asked_ms))
+    }
+
+    /// Adds a member to `group` (creating the group), returning its id.
+    pub(crate) fn join_group(
+        &self,
+        group: &str,
+        topics: BTreeSet<String>,
+        session_timeout_ms: u64,
+        kind: MemberKind,
+    ) -> Result<String> {
+        validate_group(group)?;
+        if topics.is_empty() {
+            return Err(BrokerError::InvalidArgument {
+                field: "topics",
+                reason: "a member must subscribe to at least one topic".into(),
+            });
+        }
+        for t in &topics {
+            super::topics::validate_topic_name(t)?;
+        }
+        let c = &self.coordinator;
+        let partitions = self.partition_counts();
+        let mut inner = c.lock();
+        let groups_now = inner.groups.len();
+        let settings = &self.config.groups;
+        let g = match inner.groups.get_mut(group) {
+            Some(g) => g,
+            None => {
+                if groups_now >= settings.max_groups as usize {
+                    return Err(BrokerError::LimitExceeded {
+                        what: "consumer groups on this broker (groups.max_groups)",
+                        limit: u64::from(settings.max_groups),
+                        requested: groups_now as u64 + 1,
+                    });
+                }
+                inner.groups.entry(group.to_string()).or_insert_with(|| GroupState::new(group, now_ms()))
+            }
+        };
+        if g.members.len() >= settings.max_members_per_group as usize {
+            return Err(BrokerError::LimitExceeded {
+                what: "members per group (groups.max_members_per_group)",
+                limit: u64::from(settings.max_members_per_group),
+                requested: g.members.len() as u64 + 1,
+            });
+        }
+        let id = c.new_member_id();
+        g.join(id.clone(), topics, session_timeout_ms, c.now(), kind);
+        g.last_activity_ms = now_ms();
+        Coordinator::rebalance(&mut inner, group, &partitions);
+        tracing::info!(group, member = %id, "member joined");
+        Ok(id)
+    }
+
+    /// Handles `Heartbeat`: join (empty id, epoch 0), leave (epoch -1), or stay.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+        topics: Vec<String>,
+        session_timeout_ms: u32,
+        owned: Vec<(String, Vec<u32>)>,
+    ) -> Result<HeartbeatReply> {
+        validate_group(group)?;
+        let interval = self.config.groups.heartbeat_interval_ms;
+        let timeout = self.session_timeout(session_timeout_ms)?;
+        let member_id = if member_id.is_empty() {
+            if member_epoch != 0 {
+                return Err(BrokerError::InvalidArgument {
+                    field: "member_epoch",
+                    reason: "joining (empty member_id) needs member_epoch 0".into(),
+                });
+            }
+            self.join_group(group, topics.iter().cloned().collect(), timeout, MemberKind::Heartbeat)?
+        } else if member_epoch == -1 {
+            self.leave_group(group, member_id)?;
+            return Ok(HeartbeatReply {
+                member_id: member_id.to_string(),
+                member_epoch: -1,
+                heartbeat_interval_ms: interval,
+                assignment: BTreeMap::new(),
+            });
+        } else {
+            member_id.to_string()
+        };
+        let owned: BTreeSet<TopicPartition> = owned
+            .into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .collect();
+        let partitions = self.partition_counts();
+        let c = &self.coordinator;
+        let mut inner = c.lock();
+        let g = inner.groups.get_mut(group).ok_or_else(|| BrokerError::FailedPrecondition(format!(
+            "member '{member_id}' is not in group '{group}': join again with an empty member id"
+        )))?;
+        let topics = (!topics.is_empty()).then(|| topics.into_iter().collect());
+        let subscription_changed = g
+            .heartbeat(&member_id, member_epoch.max(0), topics, owned, c.now())
+            .map_err(group_error)?;
+        if subscription_changed {
+            Coordinator::rebalance(&mut inner, group, &partitions);
+        } else {
+            // What this member released may unblock others.
+            let g = inner.groups.get_mut(group).expect("checked above");
+            let changed = g.reconcile_all();
+            wake(&inner.streams, changed.iter());
+        }
+        let g = inner.groups.get_mut(group).expect("checked above");
+        let (epoch, assignment) = g.reconcile(&member_id).expect("member exists");
+        Ok(HeartbeatReply {
+            member_id,
+            member_epoch: epoch,
+            heartbeat_interval_ms: interval,
+            assignment: by_topic(&assignment),
+        })
+    }
+
+    /// Removes a member at once; its partitions go to the others.
+    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<()> {
+        let partitions = self.partition_counts();
+        let mut inner = self.coordinator.lock();
+        inner.streams.remove(member_id);
+        let g = inner.groups.get_mut(group).ok_or_else(|| BrokerError::FailedPrecondition(format!(
+            "member '{member_id}' is not in group '{group}'"
+        )))?;
+        if !g.leave(member_id) {
+            return Err(group_error(GroupError::UnknownMember {
+                group: group.to_string(),
+                member: member_id.to_string(),
+            }));
+        }
+        g.last_activity_ms = now_ms();
+        tracing::info!(group, member = member_id, "member left");
+        Coordinator::rebalance(&mut inner, group, &partitions);
+        Ok(())
+    }
+
+    /// Stores committed offsets, fenced by member epoch.
+    pub fn commit_offsets(&self, group: &str, member_id: &str, member_epoch: i32, offsets: Vec<OffsetCommit>) -> Result<()> {
+        validate_group(group)?;
+        // Check every partition exists and the offset is inside the log.
+        for o in &offsets {
+            let p = self.partition(&o.topic, o.partition)?;
+            let hw = p.log.high_watermark();
+            if o.offset > hw {
+                return Err(BrokerError::InvalidArgument {
+                    field: "offsets.offset",
+                    reason: format!(
+                        "offset {} of {}/{} is past the high watermark {hw}: commit the next offset to read, at most {hw}",
+                        o.offset, o.topic, o.partition
+                    ),
+                });
+            }
+        }
+        let now = now_ms();
+        let mut inner = self.coordinator.lock();
+        let exists = inner.groups.contains_key(group);
+        if !exists && !member_id.is_empty() {
+            return Err(group_error(GroupError::UnknownMember {
+                group: group.to_string(),
+                member: member_id.to_string(),
+            }));
+        }
+        if let Some(g) = inner.groups.get(group) {
+            g.check_commit(member_id, member_epoch).map_err(group_error)?;
+        }
+        let records: Vec<OffsetRecord> = offsets
+            .into_iter()
+            .map(|o| OffsetRecord::Commit {
+                group: group.to_string(),
+                topic: o.topic,
+                partition: o.partition,
+                committed: Committed { offset: o.offset, metadata: o.metadata, commit_time_ms: now },
+            })
+            .collect();
+        Coordinator::persist(&mut inner, &records)?;
+        let g = inner.groups.entry(group.to_string()).or_insert_with(|| GroupState::new(group, now));
+        for r in records {
+            if let OffsetRecord::Commit { topic, partition, committed, .. } = r {
+                g.commit((topic, partition), committed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group (all of them when `partitions` is empty).
+    pub fn fetch_offsets(&self, group: &str, partitions: Vec<(String, Vec<u32>)>) -> Result<Vec<(String, u32, Committed)>> {
+        let inner = self.coordinator.lock();
+        let Some(g) = inner.groups.get(group) else {
+            return Ok(Vec::new());
+        };
+        let wanted: Option<BTreeSet<TopicPartition>> = (!partitions.is_empty()).then(|| {
+            partitions
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                .collect()
+        });
+        Ok(g.committed
+            .iter()
+            .filter(|(tp, _)| wanted.as_ref().is_none_or(|w| w.contains(*tp)))
+            .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+            .collect())
+    }
+
+    /// Names, states and member counts of every group.
+    pub fn list_groups(&self) -> Vec<(String, String, u32)> {
+        let inner = self.coordinator.lock();
+        inner
+            .groups
+            .values()
+            .map(|g| (g.name.clone(), g.state_name().to_string(), g.members.len() as u32))
+            .collect()
+    }
+
+    /// Deletes a group with no live members.
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        let mut inner = self.coordinator.lock();
+        let g = inner.groups.get(group).ok_or_else(|| BrokerError::UnknownGroup { group: group.to_string() })?;
+        if !g.members.is_empty() {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "group '{group}' has {} live member(s); stop them (or let their sessions expire) before deleting it",
+                g.members.len()
+            )));
+        }
+        Coordinator::persist(&mut inner, &[OffsetRecord::Delete { group: group.to_string() }])?;
+        inner.groups.remove(group);
+        tracing::info!(group, "deleted group");
+        Ok(())
+    }
+
+    /// Members, state and lag of a group.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let (state, members, committed, subscribed) = {
+            let inner = self.coordinator.lock();
+            let g = inner.groups.get(group).ok_or_else(|| BrokerError::UnknownGroup { group: group.to_string() })?;
+            let members = g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    member_epoch: m.epoch,
+                    assignment: by_topic(&m.sent),
+                })
+                .collect::<Vec<_>>();
+            let subscribed: BTreeSet<String> = g.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
+            (g.state_name().to_string(), members, g.committed.clone(), subscribed)
+        };
+        let mut topics: BTreeSet<String> = subscribed;
+        topics.extend(committed.keys().map(|(t, _)| t.clone()));
+        let now = now_ms();
+        let mut lag = Vec::new();
+        for name in topics {
+            let Ok(topic) = self.topic(&name) else { continue };
+            for p in &topic.partitions {
+                let hw = p.log.high_watermark();
+                let start = p.log.log_start_offset();
+                let committed_offset = committed
+                    .get(&(name.clone(), p.id))
+                    .map_or(start, |c| c.offset)
+                    .clamp(start, hw);
+                let lag_ms = if committed_offset < hw {
+                    p.log
+                        .read(committed_offset, 1)
+                        .ok()
+                        .and_then(|r| r.batches.first().map(|b| b.header.meta.max_timestamp_ms))
+                        .map_or(0, |ts| now.saturating_sub(ts).max(0) as u64)
+                } else {
+                    0
+                };
+                lag.push(PartitionLag {
+                    topic: name.clone(),
+                    partition: p.id,
+                    committed_offset,
+                    high_watermark: hw,
+                    lag: hw - committed_offset,
+                    lag_ms,
+                });
+            }
+        }
+        Ok(GroupDescription { group: group.to_string(), state, members, lag })
+    }
+
+    /// Moves a group's committed offsets for `topic` (all partitions). With
+    /// `dry_run`, only computes them. A live group's members get new epochs
+    /// (stale commits are fenced) and `Consume` streams reposition.
+    pub async fn reset_offsets(&self, group: &str, topic: &str, to: ResetTarget, dry_run: bool) -> Result<Vec<OffsetCommit>> {
+        validate_group(group)?;
+        let t = self.topic(topic)?;
+        let mut positions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let (start, hw) = (p.log.log_start_offset(), p.log.high_watermark());
+            let offset = match to {
+                ResetTarget::Earliest => start,
+                ResetTarget::Latest => hw,
+                ResetTarget::Offset(o) => o.clamp(start, hw),
+                ResetTarget::Timestamp(ts) => self.list_offsets(topic, p.id, OffsetQuery::Timestamp(ts)).await?.0,
+            };
+            positions.push(OffsetCommit { topic: topic.to_string(), partition: p.id, offset, metadata: String::new() });
+        }
+        if dry_run {
+            return Ok(positions);
+        }
+        let now = now_ms();
+        let records: Vec<OffsetRecord> = positions
+            .iter()
+            .map(|o| OffsetRecord::Commit {
+                group: group.to_string(),
+                topic: o.topic.clone(),
+                partition: o.partition,
+                committed: Committed { offset: o.offset, metadata: String::new(), commit_time_ms: now },
+            })
+            .collect();
+        let mut inner = self.coordinator.lock();
+        if !inner.groups.contains_key(group) && inner.groups.len() >= self.config.groups.max_groups as usize {
+            return Err(BrokerError::LimitExceeded {
+                what: "consumer groups on this broker (groups.max_groups)",
+                limit: u64::from(self.config.groups.max_groups),
+                requested: inner.groups.len() as u64 + 1,
+            });
+        }
+        Coordinator::persist(&mut inner, &records)?;
+        let g = inner.groups.entry(group.to_string()).or_insert_with(|| GroupState::new(group, now));
+        g.reset(
+            records
+                .into_iter()
+                .filter_map(|r| match r {
+                    OffsetRecord::Commit { topic, partition, committed, .. } => Some(((topic, partition), committed)),
+                    OffsetRecord::Delete { .. } => None,
+                })
+                .collect(),
+        );
+        let ids: Vec<String> = g.members.keys().cloned().collect();
+        wake(&inner.streams, ids.iter());
+        tracing::info!(group, topic, ?to, "reset committed offsets");
+        Ok(positions)
+    }
+
+    /// Expels members past their session timeout and deletes empty groups
+    /// past the offsets retention. Called periodically.
+    pub fn expire_groups(&self) {
+        let partitions = self.partition_counts();
+        let c = &self.coordinator;
+        let now = c.now();
+        let wall = now_ms();
+        let retention = self.config.groups.offsets_retention_ms;
+        let mut inner = c.lock();
+        let names: Vec<String> = inner.groups.keys().cloned().collect();
+        let mut doomed = Vec::new();
+        for name in names {
+            let g = inner.groups.get_mut(&name).expect("listed");
+            let expired = g.expire(now);
+            if !expired.is_empty() {
+                tracing::info!(group = %name, members = ?expired, "expelled members after their session timeout");
+                g.last_activity_ms = wall;
+                Coordinator::rebalance(&mut inner, &name, &partitions);
+            }
+            let g = &inner.groups[&name];
+            if g.members.is_empty() && wall.saturating_sub(g.last_activity_ms) > retention {
+                doomed.push(name);
+            }
+        }
+        for name in doomed {
+            if Coordinator::persist(&mut inner, &[OffsetRecord::Delete { group: name.clone() }]).is_ok() {
+                inner.groups.remove(&name);
+                tracing::info!(group = %name, "deleted an empty group past its offsets retention");
+            }
+        }
+    }
+
+    /// Recomputes every group's assignment after topics changed.
+    pub(crate) fn topics_changed(&self) {
+        let partitions = self.partition_counts();
+        let mut inner = self.coordinator.lock();
+        let names: Vec<String> = inner.groups.keys().cloned().collect();
+        for name in names {
+            Coordinator::rebalance(&mut inner, &name, &partitions);
+        }
+    }
+}
