@@ -1,0 +1,145 @@
+//! Starts the real `strata` binary on an ephemeral port in a temp dir and
+//! connects gRPC clients to it. The broker's address comes from its own
+//! output line (`strata listening on ADDR`), never from sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use strata::proto::v1::admin_client::AdminClient;
+use strata::proto::v1::log_client::LogClient;
+use tonic::transport::Channel;
+
+/// How long a broker may take to print its listening line before the test
+/// fails (a failure detector, not synchronization).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A broker process.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a fresh temp dir.
+    pub fn start() -> BrokerProcess {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut b = BrokerProcess::start_in(temp.path(), &[]);
+        b._temp = Some(temp);
+        b
+    }
+
+    /// Starts a broker on `data_dir` with extra `serve` arguments.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn strata");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("strata listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!("broker did not start (exit: {status:?})");
+            }
+        };
+        BrokerProcess {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+        }
+    }
+
+    /// Restarts on the same data dir (after `kill` or `stop`).
+    pub fn restart(&mut self) {
+        let temp = self._temp.take();
+        let mut b = BrokerProcess::start_in(&self.data_dir, &[]);
+        b._temp = temp;
+        std::mem::swap(self, &mut b);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, wait, and return whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        // SAFETY: kill(2) with a pid we own and a valid signal.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// A channel to the broker.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A `Log` client.
+    pub async fn log(&self) -> LogClient<Channel> {
+        LogClient::new(self.channel().await)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    /// An `Admin` client.
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    /// Anonymous (heap) memory of the broker in KiB, from /proc.
+    pub fn rss_anon_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("RssAnon line")
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
