@@ -10,3 +10,5 @@ pub mod wire;
 pub mod broker;
 pub mod config;
 pub mod api;
+pub mod client;
+pub mod cli;

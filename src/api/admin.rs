@@ -78,7 +78,10 @@ fn to_proto(d: TopicDescription) -> ProtoTopicDescription {
                 damaged_ranges: s
                     .damaged_ranges
                     .into_iter()
-                    .map(|(first_offset, end_offset)| DamagedRange { first_offset, end_offset })
+                    .map(|(first_offset, end_offset)| DamagedRange {
+                        first_offset,
+                        end_offset,
+                    })
                     .collect(),
             })
             .collect(),
@@ -87,7 +90,10 @@ fn to_proto(d: TopicDescription) -> ProtoTopicDescription {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
         let r = request.into_inner();
         let topic = self
             .blocking(move |b| b.create_topic(&r.name, r.partitions, overrides(r.config)))
@@ -97,13 +103,19 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn delete_topic(&self, request: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
         self.blocking(move |b| b.delete_topic(&name)).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
-    async fn list_topics(&self, _request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
         let topics = self
             .broker
             .topics()
@@ -116,10 +128,15 @@ impl Admin for AdminService {
         Ok(Response::new(ListTopicsResponse { topics }))
     }
 
-    async fn describe_topic(&self, request: Request<DescribeTopicRequest>) -> Result<Response<DescribeTopicResponse>, Status> {
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<DescribeTopicResponse>, Status> {
         let name = request.into_inner().name;
         let d = self.broker.describe_topic(&name).map_err(to_status)?;
-        Ok(Response::new(DescribeTopicResponse { topic: Some(to_proto(d)) }))
+        Ok(Response::new(DescribeTopicResponse {
+            topic: Some(to_proto(d)),
+        }))
     }
 
     async fn create_partitions(

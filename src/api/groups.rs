@@ -64,11 +64,21 @@ type ConsumeStream = Pin<Box<dyn Stream<Item = Result<ConsumeEventWire, Status>>
 
 #[tonic::async_trait]
 impl Groups for GroupsService {
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.into_inner();
         let reply = self
             .blocking(move |b| {
-                b.heartbeat(&r.group, &r.member_id, r.member_epoch, r.topics, r.session_timeout_ms, pairs(r.owned))
+                b.heartbeat(
+                    &r.group,
+                    &r.member_id,
+                    r.member_epoch,
+                    r.topics,
+                    r.session_timeout_ms,
+                    pairs(r.owned),
+                )
             })
             .await?;
         Ok(Response::new(HeartbeatResponse {
@@ -79,37 +89,60 @@ impl Groups for GroupsService {
         }))
     }
 
-    async fn leave_group(&self, request: Request<LeaveGroupRequest>) -> Result<Response<LeaveGroupResponse>, Status> {
+    async fn leave_group(
+        &self,
+        request: Request<LeaveGroupRequest>,
+    ) -> Result<Response<LeaveGroupResponse>, Status> {
         let r = request.into_inner();
-        self.blocking(move |b| b.leave_group(&r.group, &r.member_id)).await?;
+        self.blocking(move |b| b.leave_group(&r.group, &r.member_id))
+            .await?;
         Ok(Response::new(LeaveGroupResponse {}))
     }
 
-    async fn commit_offsets(&self, request: Request<CommitOffsetsRequest>) -> Result<Response<CommitOffsetsResponse>, Status> {
+    async fn commit_offsets(
+        &self,
+        request: Request<CommitOffsetsRequest>,
+    ) -> Result<Response<CommitOffsetsResponse>, Status> {
         let r = request.into_inner();
         let offsets = r
             .offsets
             .into_iter()
-            .map(|o| OffsetCommit { topic: o.topic, partition: o.partition, offset: o.offset, metadata: o.metadata })
+            .map(|o| OffsetCommit {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+                metadata: o.metadata,
+            })
             .collect();
         self.blocking(move |b| b.commit_offsets(&r.group, &r.member_id, r.member_epoch, offsets))
             .await?;
         Ok(Response::new(CommitOffsetsResponse {}))
     }
 
-    async fn fetch_offsets(&self, request: Request<FetchOffsetsRequest>) -> Result<Response<FetchOffsetsResponse>, Status> {
+    async fn fetch_offsets(
+        &self,
+        request: Request<FetchOffsetsRequest>,
+    ) -> Result<Response<FetchOffsetsResponse>, Status> {
         let r = request.into_inner();
         let offsets = self
             .broker
             .fetch_offsets(&r.group, pairs(r.partitions))
             .map_err(to_status)?
             .into_iter()
-            .map(|(topic, partition, c)| PartitionOffset { topic, partition, offset: c.offset, metadata: c.metadata })
+            .map(|(topic, partition, c)| PartitionOffset {
+                topic,
+                partition,
+                offset: c.offset,
+                metadata: c.metadata,
+            })
             .collect();
         Ok(Response::new(FetchOffsetsResponse { offsets }))
     }
 
-    async fn describe_group(&self, request: Request<DescribeGroupRequest>) -> Result<Response<DescribeGroupResponse>, Status> {
+    async fn describe_group(
+        &self,
+        request: Request<DescribeGroupRequest>,
+    ) -> Result<Response<DescribeGroupResponse>, Status> {
         let group = request.into_inner().group;
         let d = self.blocking(move |b| b.describe_group(&group)).await?;
         Ok(Response::new(DescribeGroupResponse {
@@ -118,7 +151,11 @@ impl Groups for GroupsService {
             members: d
                 .members
                 .into_iter()
-                .map(|m| Member { member_id: m.member_id, member_epoch: m.member_epoch, assignment: to_tps(m.assignment) })
+                .map(|m| Member {
+                    member_id: m.member_id,
+                    member_epoch: m.member_epoch,
+                    assignment: to_tps(m.assignment),
+                })
                 .collect(),
             lag: d
                 .lag
@@ -135,23 +172,36 @@ impl Groups for GroupsService {
         }))
     }
 
-    async fn list_groups(&self, _request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+    async fn list_groups(
+        &self,
+        _request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
         let groups = self
             .broker
             .list_groups()
             .into_iter()
-            .map(|(group, state, member_count)| GroupSummary { group, state, member_count })
+            .map(|(group, state, member_count)| GroupSummary {
+                group,
+                state,
+                member_count,
+            })
             .collect();
         Ok(Response::new(ListGroupsResponse { groups }))
     }
 
-    async fn delete_group(&self, request: Request<DeleteGroupRequest>) -> Result<Response<DeleteGroupResponse>, Status> {
+    async fn delete_group(
+        &self,
+        request: Request<DeleteGroupRequest>,
+    ) -> Result<Response<DeleteGroupResponse>, Status> {
         let group = request.into_inner().group;
         self.blocking(move |b| b.delete_group(&group)).await?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
 
-    async fn reset_offsets(&self, request: Request<ResetOffsetsRequest>) -> Result<Response<ResetOffsetsResponse>, Status> {
+    async fn reset_offsets(
+        &self,
+        request: Request<ResetOffsetsRequest>,
+    ) -> Result<Response<ResetOffsetsResponse>, Status> {
         let r = request.into_inner();
         let to = match ResetTo::try_from(r.to) {
             Ok(ResetTo::Earliest) => ResetTarget::Earliest,
@@ -177,14 +227,22 @@ impl Groups for GroupsService {
             .await
             .map_err(to_status)?
             .into_iter()
-            .map(|o| PartitionOffset { topic: o.topic, partition: o.partition, offset: o.offset, metadata: o.metadata })
+            .map(|o| PartitionOffset {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+                metadata: o.metadata,
+            })
             .collect();
         Ok(Response::new(ResetOffsetsResponse { offsets }))
     }
 
     type ConsumeStream = ConsumeStream;
 
-    async fn consume(&self, request: Request<ConsumeRequest>) -> Result<Response<ConsumeStream>, Status> {
+    async fn consume(
+        &self,
+        request: Request<ConsumeRequest>,
+    ) -> Result<Response<ConsumeStream>, Status> {
         let r = request.into_inner();
         let reset = match AutoOffsetReset::try_from(r.auto_offset_reset) {
             Ok(AutoOffsetReset::Earliest) => AutoReset::Earliest,
@@ -192,7 +250,10 @@ impl Groups for GroupsService {
             Err(_) => {
                 return Err(to_status(BrokerError::InvalidArgument {
                     field: "auto_offset_reset",
-                    reason: format!("unknown value {}; allowed: EARLIEST (0), LATEST (1)", r.auto_offset_reset),
+                    reason: format!(
+                        "unknown value {}; allowed: EARLIEST (0), LATEST (1)",
+                        r.auto_offset_reset
+                    ),
                 }))
             }
         };

@@ -39,7 +39,10 @@ fn invalid(field: &'static str, reason: String) -> Status {
 
 #[tonic::async_trait]
 impl Log for LogService {
-    async fn produce(&self, request: Request<ProduceRequestWire>) -> Result<Response<ProduceResponse>, Status> {
+    async fn produce(
+        &self,
+        request: Request<ProduceRequestWire>,
+    ) -> Result<Response<ProduceResponse>, Status> {
         let req = request.into_inner();
         let acks = match req.acks_level() {
             Some(Acks::Leader) => AckLevel::Leader,
@@ -47,7 +50,10 @@ impl Log for LogService {
             None => {
                 return Err(invalid(
                     "acks",
-                    format!("unknown value {}; allowed: ACKS_LEADER (0), ACKS_DURABLE (1)", req.acks),
+                    format!(
+                        "unknown value {}; allowed: ACKS_LEADER (0), ACKS_DURABLE (1)",
+                        req.acks
+                    ),
                 ))
             }
         };
@@ -71,7 +77,10 @@ impl Log for LogService {
         }))
     }
 
-    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchResponseWire>, Status> {
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponseWire>, Status> {
         let r = request.into_inner();
         let out = self
             .broker
@@ -83,7 +92,10 @@ impl Log for LogService {
 
     type SubscribeStream = FetchStream;
 
-    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<FetchStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
         let r = request.into_inner();
         let rx = self
             .broker
@@ -93,7 +105,10 @@ impl Log for LogService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_offsets(&self, request: Request<ListOffsetsRequest>) -> Result<Response<ListOffsetsResponse>, Status> {
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
         let r = request.into_inner();
         let query = match OffsetSpec::try_from(r.spec) {
             Ok(OffsetSpec::Earliest) => OffsetQuery::Earliest,
@@ -102,7 +117,10 @@ impl Log for LogService {
             Err(_) => {
                 return Err(invalid(
                     "spec",
-                    format!("unknown value {}; allowed: EARLIEST (0), LATEST (1), TIMESTAMP (2)", r.spec),
+                    format!(
+                        "unknown value {}; allowed: EARLIEST (0), LATEST (1), TIMESTAMP (2)",
+                        r.spec
+                    ),
                 ))
             }
         };
@@ -111,6 +129,9 @@ impl Log for LogService {
             .list_offsets(&r.topic, r.partition, query)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(ListOffsetsResponse { offset, timestamp_ms }))
+        Ok(Response::new(ListOffsetsResponse {
+            offset,
+            timestamp_ms,
+        }))
     }
 }

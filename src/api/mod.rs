@@ -31,6 +31,9 @@ use crate::proto::server::admin_server::AdminServer;
 use crate::proto::server::groups_server::GroupsServer;
 use crate::proto::server::log_server::LogServer;
 
+/// How long shutdown waits for clients to finish and close their connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -72,7 +75,9 @@ impl RunningServer {
         self.broker.begin_shutdown();
         match self.handle.await {
             Ok(r) => r,
-            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!("server task failed: {e}")))),
+            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!(
+                "server task failed: {e}"
+            )))),
         }
     }
 }
@@ -95,7 +100,9 @@ impl RunningServer {
     async fn shutdown_when_signalled(self) -> Result<(), ServeError> {
         match self.handle.await {
             Ok(r) => r,
-            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!("server task failed: {e}")))),
+            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!(
+                "server task failed: {e}"
+            )))),
         }
     }
 }
@@ -108,22 +115,43 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     let open_config = config.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_config))
         .await
-        .map_err(|e| ServeError::Broker(BrokerError::Internal(format!("open task failed: {e}"))))??;
+        .map_err(|e| {
+            ServeError::Broker(BrokerError::Internal(format!("open task failed: {e}")))
+        })??;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
     let background = broker.start_background();
     let router = build_router(&broker, &config)?;
     let mut shutdown = broker.shutdown_signal();
     let serving = broker.clone();
+    let mut grace = broker.shutdown_signal();
     let handle = tokio::spawn(async move {
         let signal = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
-        let served = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-            .await;
+        let serving_fut =
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // A client that never closes its connection must not keep the
+        // broker alive: after the grace period, stop waiting for it.
+        let served = tokio::select! {
+            served = serving_fut => served,
+            _ = async {
+                let _ = grace.wait_for(|stop| *stop).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+                    "connections still open after the shutdown grace period; closing them");
+                Ok(())
+            }
+        };
         serving.begin_shutdown();
         background.join().await;
         let closing = serving.clone();
@@ -135,11 +163,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
                 Ok(())
             }
             Ok(Err(e)) => Err(ServeError::Broker(e)),
-            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!("close task failed: {e}")))),
+            Err(e) => Err(ServeError::Broker(BrokerError::Internal(format!(
+                "close task failed: {e}"
+            )))),
         }
     });
     tracing::info!(%addr, "listening");
-    Ok(RunningServer { addr, broker, handle })
+    Ok(RunningServer {
+        addr,
+        broker,
+        handle,
+    })
 }
 
 fn build_router(

@@ -54,7 +54,11 @@ impl Broker {
                 ),
             });
         }
-        Ok(u64::from(if max_bytes == 0 { limits.default_fetch_bytes } else { max_bytes }))
+        Ok(u64::from(if max_bytes == 0 {
+            limits.default_fetch_bytes
+        } else {
+            max_bytes
+        }))
     }
 
     /// Reads from `offset`, waiting up to `max_wait_ms` for data when the
@@ -68,7 +72,8 @@ impl Broker {
         max_wait_ms: u32,
     ) -> Result<FetchResponseWire> {
         let max_bytes = self.fetch_bytes(max_bytes)?;
-        let wait = Duration::from_millis(u64::from(max_wait_ms.min(self.config.limits.max_wait_ms)));
+        let wait =
+            Duration::from_millis(u64::from(max_wait_ms.min(self.config.limits.max_wait_ms)));
         let partition = self.partition(topic, partition)?;
         let mut watcher = partition.watch_high_watermark();
         let deadline = tokio::time::Instant::now() + wait;
@@ -132,7 +137,12 @@ impl Broker {
 
     /// Looks up an offset of a partition. For a timestamp with no batch at or
     /// after it, answers the high watermark (where such records will go).
-    pub async fn list_offsets(&self, topic: &str, partition: u32, query: OffsetQuery) -> Result<(u64, i64)> {
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        query: OffsetQuery,
+    ) -> Result<(u64, i64)> {
         let partition = self.partition(topic, partition)?;
         match query {
             OffsetQuery::Earliest => Ok((partition.log.log_start_offset(), -1)),
@@ -164,7 +174,9 @@ async fn follow(
             return Ok(());
         }
         if part.is_deleted() {
-            return Err(BrokerError::UnknownTopic { topic: topic.to_string() });
+            return Err(BrokerError::UnknownTopic {
+                topic: topic.to_string(),
+            });
         }
         watcher.borrow_and_update();
         let result = read(part, offset, max_bytes).await?;
@@ -214,7 +226,9 @@ pub(crate) fn to_wire(result: ReadResult) -> Result<FetchResponseWire> {
             // failure here is a bug, not bad input.
             let base = wire.base_offset;
             wire.skip_front(result.skip_records).map_err(|e| {
-                BrokerError::Internal(format!("stored batch at offset {base} cannot be trimmed: {e}"))
+                BrokerError::Internal(format!(
+                    "stored batch at offset {base} cannot be trimmed: {e}"
+                ))
             })?;
         }
         batches.push(wire);

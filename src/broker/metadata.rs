@@ -86,7 +86,8 @@ pub fn decode(text: &str) -> std::result::Result<TopicMeta, String> {
         .ok_or_else(|| "missing checksum line".to_string())?;
     let (body, trailer) = text.split_at(body_end);
     let stored = trailer[CRC_PREFIX.len()..].trim();
-    let stored = u32::from_str_radix(stored, 16).map_err(|_| "malformed checksum line".to_string())?;
+    let stored =
+        u32::from_str_radix(stored, 16).map_err(|_| "malformed checksum line".to_string())?;
     if crc32fast::hash(body.as_bytes()) != stored {
         return Err("checksum mismatch (the file is corrupt)".into());
     }
@@ -141,7 +142,9 @@ pub fn load_all(data_dir: &Path) -> Result<Vec<TopicMeta>> {
             let _ = std::fs::remove_file(&path);
             continue;
         }
-        let Some(topic) = name.strip_suffix(".toml") else { continue };
+        let Some(topic) = name.strip_suffix(".toml") else {
+            continue;
+        };
         let text = std::fs::read_to_string(&path).map_err(|e| BrokerError::Metadata {
             path: path.clone(),
             reason: e.to_string(),

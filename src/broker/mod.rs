@@ -85,7 +85,8 @@ impl Broker {
         let metas = metadata::load_all(&data_dir)?;
         remove_orphan_topic_dirs(&data_dir, &metas);
         let (shutdown, _) = watch::channel(false);
-        let coordinator = groups::Coordinator::open(&data_dir.join("groups"), config.groups.clone())?;
+        let coordinator =
+            groups::Coordinator::open(&data_dir.join("groups"), config.groups.clone())?;
         let broker = Broker {
             coordinator,
             data_dir,
@@ -104,7 +105,9 @@ impl Broker {
             broker
                 .total_partitions
                 .fetch_add(topic.partition_count(), Ordering::Relaxed);
-            broker.topics_write().insert(meta.name.clone(), Arc::new(topic));
+            broker
+                .topics_write()
+                .insert(meta.name.clone(), Arc::new(topic));
         }
         tracing::info!(
             topics = broker.topics_read().len(),
@@ -145,7 +148,12 @@ impl Broker {
         })
     }
 
-    fn open_partition(&self, topic: &str, id: u32, config: &EffectiveTopicConfig) -> Result<Partition> {
+    fn open_partition(
+        &self,
+        topic: &str,
+        id: u32,
+        config: &EffectiveTopicConfig,
+    ) -> Result<Partition> {
         let dir = metadata::topic_dir(&self.data_dir, topic).join(id.to_string());
         let log_config = config.log_config(self.config.flush_interval_ms, self.config.flush_bytes);
         let log = PartitionLog::open(&dir, log_config, self.cache.clone())?;
@@ -211,7 +219,12 @@ impl Broker {
     /// Creates a topic with `partitions` partitions (0 = the default count).
     ///
     /// Blocking: creates files. Call from a blocking context.
-    pub fn create_topic(&self, name: &str, partitions: u32, overrides: TopicOverrides) -> Result<Arc<Topic>> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: TopicOverrides,
+    ) -> Result<Arc<Topic>> {
         topics::validate_topic_name(name)?;
         overrides.validate()?;
         let partitions = if partitions == 0 {
@@ -244,7 +257,8 @@ impl Broker {
                 return Err(e);
             }
         };
-        self.total_partitions.fetch_add(partitions, Ordering::Relaxed);
+        self.total_partitions
+            .fetch_add(partitions, Ordering::Relaxed);
         self.topics_write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         drop(_admin);
@@ -271,7 +285,11 @@ impl Broker {
             .data_dir
             .join("topics")
             .join(format!(".deleted-{name}-{}", now_ms()));
-        let target = if std::fs::rename(&dir, &doomed).is_ok() { doomed } else { dir };
+        let target = if std::fs::rename(&dir, &doomed).is_ok() {
+            doomed
+        } else {
+            dir
+        };
         if let Err(e) = std::fs::remove_dir_all(&target) {
             tracing::warn!(path = %target.display(), error = %e, "could not remove a deleted topic's files; they are removed at next start");
         }
@@ -313,7 +331,8 @@ impl Broker {
             next_keyless: AtomicU32::new(topic.next_keyless.load(Ordering::Relaxed)),
             created_ms: topic.created_ms,
         });
-        self.total_partitions.fetch_add(total - current, Ordering::Relaxed);
+        self.total_partitions
+            .fetch_add(total - current, Ordering::Relaxed);
         self.topics_write().insert(name.to_string(), grown.clone());
         tracing::info!(topic = name, from = current, to = total, "added partitions");
         drop(_admin);
@@ -349,7 +368,8 @@ impl Broker {
             next_keyless: AtomicU32::new(topic.next_keyless.load(Ordering::Relaxed)),
             created_ms: topic.created_ms,
         });
-        self.topics_write().insert(name.to_string(), altered.clone());
+        self.topics_write()
+            .insert(name.to_string(), altered.clone());
         Ok(altered)
     }
 

@@ -211,11 +211,19 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             (b"abc", 479_470_107),
         ];
         for (input, expected) in cases {
-            assert_eq!(murmur2(input), expected, "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                murmur2(input),
+                expected,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -227,10 +235,16 @@ mod tests {
                 Record {
                     key: Vec::new(),
                     value: b"v".to_vec(),
-                    headers: vec![Header { key: "h".into(), value: b"x".to_vec() }],
+                    headers: vec![Header {
+                        key: "h".into(),
+                        value: b"x".to_vec(),
+                    }],
                     timestamp_ms: 5,
                 },
-                Record { key: b"second".to_vec(), ..Default::default() },
+                Record {
+                    key: b"second".to_vec(),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };

@@ -108,7 +108,9 @@ pub fn retention_pass(broker: &Broker) {
 /// Expels members whose session timed out and expires empty groups, a few
 /// times per minimum session timeout.
 async fn group_sessions(broker: Arc<Broker>) {
-    let every = Duration::from_millis(u64::from(broker.config.groups.min_session_timeout_ms / 2).clamp(10, 1000));
+    let every = Duration::from_millis(
+        u64::from(broker.config.groups.min_session_timeout_ms / 2).clamp(10, 1000),
+    );
     let mut shutdown = broker.shutdown_signal();
     loop {
         tokio::select! {

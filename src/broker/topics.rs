@@ -61,7 +61,13 @@ impl TopicOverrides {
         macro_rules! take {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
         }
-        take!(retention_ms, retention_bytes, segment_bytes, segment_ms, max_record_bytes);
+        take!(
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            segment_ms,
+            max_record_bytes
+        );
     }
 
     /// Checks every set field's range.
@@ -73,16 +79,25 @@ impl TopicOverrides {
             })
         };
         if self.retention_ms.is_some_and(|v| v < -1 || v == 0) {
-            return bad("config.retention_ms", "must be -1 (forever) or a positive number of ms");
+            return bad(
+                "config.retention_ms",
+                "must be -1 (forever) or a positive number of ms",
+            );
         }
         if self.retention_bytes.is_some_and(|v| v < -1 || v == 0) {
-            return bad("config.retention_bytes", "must be -1 (no limit) or a positive number of bytes");
+            return bad(
+                "config.retention_bytes",
+                "must be -1 (no limit) or a positive number of bytes",
+            );
         }
         if self
             .segment_bytes
             .is_some_and(|v| !(1 << 20..=u64::from(u32::MAX)).contains(&v))
         {
-            return bad("config.segment_bytes", "must be between 1 MiB (1048576) and 4294967295 bytes");
+            return bad(
+                "config.segment_bytes",
+                "must be between 1 MiB (1048576) and 4294967295 bytes",
+            );
         }
         if self.segment_ms.is_some_and(|v| v <= 0) {
             return bad("config.segment_ms", "must be a positive number of ms");
@@ -111,10 +126,16 @@ pub struct EffectiveTopicConfig {
 
 impl EffectiveTopicConfig {
     /// Fills `overrides` from the broker defaults.
-    pub fn resolve(overrides: &TopicOverrides, defaults: &TopicDefaults, max_record_bytes: u32) -> Self {
+    pub fn resolve(
+        overrides: &TopicOverrides,
+        defaults: &TopicDefaults,
+        max_record_bytes: u32,
+    ) -> Self {
         EffectiveTopicConfig {
             retention_ms: overrides.retention_ms.unwrap_or(defaults.retention_ms),
-            retention_bytes: overrides.retention_bytes.unwrap_or(defaults.retention_bytes),
+            retention_bytes: overrides
+                .retention_bytes
+                .unwrap_or(defaults.retention_bytes),
             segment_bytes: overrides.segment_bytes.unwrap_or(defaults.segment_bytes),
             segment_ms: overrides.segment_ms.unwrap_or(defaults.segment_ms),
             max_record_bytes: overrides.max_record_bytes.unwrap_or(max_record_bytes),

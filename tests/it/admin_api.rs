@@ -133,7 +133,7 @@ async fn topics_and_data_survive_restart_and_kill_9() {
             .await
             .unwrap();
     }
-    assert!(b.stop(), "SIGTERM gives a clean exit 0");
+    assert!(b.stop().await, "SIGTERM gives a clean exit 0");
     b.restart();
     assert_eq!(fetch_all(&b, "keep", 0, 0).await.len(), 25);
     let mut log = b.log().await;

@@ -96,14 +96,17 @@ impl BrokerProcess {
         }
     }
 
-    /// SIGTERM, wait, and return whether it exited with status 0.
-    pub fn stop(&mut self) -> bool {
+    /// SIGTERM, wait for the exit (keeping this test's runtime running, so
+    /// its client connections can close), and return whether it was status 0.
+    pub async fn stop(&mut self) -> bool {
         let Some(mut c) = self.child.take() else { return false };
         // SAFETY: kill(2) with a pid we own and a valid signal.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }
-        c.wait().map(|s| s.success()).unwrap_or(false)
+        tokio::task::spawn_blocking(move || c.wait().map(|s| s.success()).unwrap_or(false))
+            .await
+            .unwrap_or(false)
     }
 
     /// A channel to the broker.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use strata::proto::v1::{
     Acks, CreateTopicRequest, DescribeTopicRequest, FetchRequest, Header, ListOffsetsRequest,
     OffsetSpec, ProduceRequest, Record, SubscribeRequest, TopicConfig,
@@ -244,7 +245,7 @@ async fn durable_acks_and_list_offsets() {
     let resp = log.produce(req).await.unwrap().into_inner();
     assert_eq!(resp.appends[0].base_offset, 0);
     assert!(resp.appends[0].append_time_ms >= before);
-    let mut q = |spec: OffsetSpec, ts: i64| {
+    let q = |spec: OffsetSpec, ts: i64| {
         let mut log = log.clone();
         async move {
             log.list_offsets(ListOffsetsRequest {
@@ -280,7 +281,6 @@ async fn errors_say_what_is_wrong_and_change_nothing() {
         .await
         .unwrap();
     let mut log = b.log().await;
-    let code = |r: Result<tonic::Response<_>, tonic::Status>| r.map(|_: tonic::Response<_>| ()).unwrap_err();
 
     let e = code(log.produce(produce_req("nope", None, vec![record(b"x")])).await);
     assert_eq!(e.code(), Code::NotFound);
@@ -291,9 +291,10 @@ async fn errors_say_what_is_wrong_and_change_nothing() {
     let e = code(log.produce(produce_req("small", Some(0), vec![])).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     // At the limit is fine, one byte over is refused.
-    let at_limit = Record { value: vec![1; 97], ..Default::default() }; // 2 bytes of framing + 1 tag
+    // An encoded record of 98 value bytes is 100 bytes (1 tag byte, 1 length byte).
+    let at_limit = Record { value: vec![1; 98], ..Default::default() };
     log.produce(produce_req("small", Some(0), vec![at_limit])).await.unwrap();
-    let over = Record { value: vec![1; 98], ..Default::default() };
+    let over = Record { value: vec![1; 99], ..Default::default() };
     let e = code(log.produce(produce_req("small", Some(0), vec![record(b"ok"), over])).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("100"), "{}", e.message());
@@ -355,4 +356,9 @@ async fn a_subscriber_that_stops_reading_costs_bounded_memory() {
         "heap grew by {} KiB while a subscriber stalled",
         after - before
     );
+}
+
+/// The error of a call that must fail.
+fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {
+    r.expect_err("the call must fail")
 }

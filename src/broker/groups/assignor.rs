@@ -36,8 +36,10 @@ pub fn assign(
     members: &BTreeMap<String, MemberSpec>,
     partitions: &BTreeMap<String, u32>,
 ) -> BTreeMap<String, BTreeSet<TopicPartition>> {
-    let mut result: BTreeMap<String, BTreeSet<TopicPartition>> =
-        members.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
+    let mut result: BTreeMap<String, BTreeSet<TopicPartition>> = members
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
     if members.is_empty() {
         return result;
     }
@@ -75,7 +77,10 @@ pub fn assign(
             })
             .map(|(id, _)| id.clone());
         if let Some(id) = best {
-            result.get_mut(&id).expect("member exists").insert(tp.clone());
+            result
+                .get_mut(&id)
+                .expect("member exists")
+                .insert(tp.clone());
         }
     }
     rebalance_uneven(members, &mut result);
@@ -181,7 +186,10 @@ mod tests {
 
     /// Random membership changes with one shared subscription.
     fn scenario() -> impl Strategy<Value = (u32, Vec<Vec<bool>>)> {
-        (1u32..40, proptest::collection::vec(proptest::collection::vec(any::<bool>(), 8), 1..12))
+        (
+            1u32..40,
+            proptest::collection::vec(proptest::collection::vec(any::<bool>(), 8), 1..12),
+        )
     }
 
     proptest! {

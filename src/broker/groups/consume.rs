@@ -15,8 +15,8 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{StreamExt, StreamMap};
 
 use super::assignor::TopicPartition;
-use super::state::MemberKind;
 use super::by_topic;
+use super::state::MemberKind;
 use crate::broker::error::{BrokerError, Result};
 use crate::broker::fetch::{read, to_wire};
 use crate::broker::Broker;
@@ -61,7 +61,10 @@ impl Broker {
         let timeout = u64::from(self.config.groups.session_timeout_ms);
         let member_id = self.join_group(group, topics, timeout, MemberKind::Stream)?;
         let (wake_tx, wake) = watch::channel(0u64);
-        self.coordinator.lock().streams.insert(member_id.clone(), wake_tx);
+        self.coordinator
+            .lock()
+            .streams
+            .insert(member_id.clone(), wake_tx);
         let (tx, rx) = mpsc::channel(CONSUME_BUFFER);
         let mut member = StreamMember {
             broker: self.clone(),
@@ -96,11 +99,14 @@ impl StreamMember {
         let mut shutdown = self.broker.shutdown_signal();
         let mut watchers: StreamMap<TopicPartition, WatchStream<u64>> = StreamMap::new();
         let mut rotate = 0usize;
+        // `changed()` below marks the wake-up as seen, so remember it here.
+        let mut woken = true;
         loop {
             if self.broker.is_shutting_down() {
                 return Ok(());
             }
-            if self.wake.has_changed().unwrap_or(false) || self.epoch == 0 {
+            if woken || self.wake.has_changed().unwrap_or(false) {
+                woken = false;
                 self.wake.borrow_and_update();
                 if !self.refresh(&mut watchers).await? {
                     return Ok(());
@@ -126,7 +132,12 @@ impl StreamMember {
                 continue;
             }
             tokio::select! {
-                _ = self.wake.changed() => {}
+                changed = self.wake.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    woken = true;
+                }
                 Some(_) = watchers.next(), if !watchers.is_empty() => {}
                 _ = self.tx.closed() => return Ok(()),
                 _ = shutdown.changed() => return Ok(()),
@@ -140,7 +151,9 @@ impl StreamMember {
         let g = inner
             .groups
             .get_mut(&self.group)
-            .ok_or_else(|| BrokerError::UnknownGroup { group: self.group.clone() })?;
+            .ok_or_else(|| BrokerError::UnknownGroup {
+                group: self.group.clone(),
+            })?;
         g.reconcile(&self.member_id).ok_or_else(|| {
             BrokerError::FailedPrecondition(format!(
                 "member '{}' is no longer in group '{}'",
@@ -153,12 +166,18 @@ impl StreamMember {
     /// coordinator so they can move), positions new ones, repositions all on
     /// a reset, and sends an `assignment` event. Returns false when the
     /// client is gone.
-    async fn refresh(&mut self, watchers: &mut StreamMap<TopicPartition, WatchStream<u64>>) -> Result<bool> {
+    async fn refresh(
+        &mut self,
+        watchers: &mut StreamMap<TopicPartition, WatchStream<u64>>,
+    ) -> Result<bool> {
         let (epoch, allowed) = self.current_assignment()?;
         let (committed, generation) = {
             let inner = self.broker.coordinator.lock();
             let g = inner.groups.get(&self.group);
-            (g.map(|g| g.committed.clone()).unwrap_or_default(), g.map_or(0, |g| g.reset_generation))
+            (
+                g.map(|g| g.committed.clone()).unwrap_or_default(),
+                g.map_or(0, |g| g.reset_generation),
+            )
         };
         let was_reset = generation != self.reset_generation;
         self.reset_generation = generation;
@@ -179,7 +198,10 @@ impl StreamMember {
                 }
                 None => Vec::new(),
             };
-            super::wake(&inner.streams, streams_to_wake.iter().filter(|id| **id != self.member_id));
+            super::wake(
+                &inner.streams,
+                streams_to_wake.iter().filter(|id| **id != self.member_id),
+            );
         }
         watchers.clear();
         for tp in &allowed {
@@ -192,7 +214,10 @@ impl StreamMember {
             let event = ConsumeEventWire::assignment(crate::proto::v1::Assignment {
                 partitions: by_topic(&allowed)
                     .into_iter()
-                    .map(|(topic, partitions)| crate::proto::v1::TopicPartitions { topic, partitions })
+                    .map(|(topic, partitions)| crate::proto::v1::TopicPartitions {
+                        topic,
+                        partitions,
+                    })
                     .collect(),
                 member_epoch: epoch,
             });
@@ -220,12 +245,16 @@ impl StreamMember {
     /// Sends what is available from one partition. `Some(sent_anything)`,
     /// or `None` when the client is gone.
     async fn send_from(&mut self, tp: &TopicPartition) -> Result<Option<bool>> {
-        let Some(&offset) = self.positions.get(tp) else { return Ok(Some(false)) };
+        let Some(&offset) = self.positions.get(tp) else {
+            return Ok(Some(false));
+        };
         let partition = self.broker.partition(&tp.0, tp.1)?;
         let max_bytes = u64::from(self.broker.config.limits.default_fetch_bytes);
         let result = match read(&partition, offset, max_bytes).await {
             Ok(r) => r,
-            Err(BrokerError::Storage(StorageError::OffsetOutOfRange { log_start, .. })) if offset < log_start => {
+            Err(BrokerError::Storage(StorageError::OffsetOutOfRange { log_start, .. }))
+                if offset < log_start =>
+            {
                 // Retention passed us: continue from the oldest record kept.
                 tracing::warn!(group = %self.group, topic = %tp.0, partition = tp.1, offset, log_start,
                     "consumer position was deleted by retention; skipping to the log start");
@@ -234,7 +263,9 @@ impl StreamMember {
             }
             Err(e) => return Err(e),
         };
-        let Some(last) = result.batches.last() else { return Ok(Some(false)) };
+        let Some(last) = result.batches.last() else {
+            return Ok(Some(false));
+        };
         let next = last.header.next_offset();
         let wire = to_wire(result)?;
         for batch in wire.batches {

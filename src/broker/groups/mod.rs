@@ -131,7 +131,9 @@ pub struct Coordinator {
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Coordinator")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,7 +154,11 @@ impl Coordinator {
     pub fn open(dir: &std::path::Path, settings: GroupSettings) -> Result<Coordinator> {
         let (store, groups) = OffsetStore::open(dir)?;
         Ok(Coordinator {
-            inner: Mutex::new(Inner { groups, store, streams: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                groups,
+                store,
+                streams: HashMap::new(),
+            }),
             settings,
             started: Instant::now(),
             member_seq: AtomicU64::new(1),
@@ -178,7 +184,9 @@ impl Coordinator {
     /// Recomputes targets, reconciles, and wakes the stream members whose
     /// assignment changed.
     fn rebalance(inner: &mut Inner, group: &str, partitions: &BTreeMap<String, u32>) {
-        let Some(g) = inner.groups.get_mut(group) else { return };
+        let Some(g) = inner.groups.get_mut(group) else {
+            return;
+        };
         g.recompute_targets(partitions);
         let changed = g.reconcile_all();
         wake(&inner.streams, changed.iter());
@@ -221,7 +229,10 @@ fn validate_group(group: &str) -> Result<()> {
 impl Broker {
     /// Partition counts of every topic.
     pub(crate) fn partition_counts(&self) -> BTreeMap<String, u32> {
-        self.topics().iter().map(|t| (t.name.clone(), t.partition_count())).collect()
+        self.topics()
+            .iter()
+            .map(|t| (t.name.clone(), t.partition_count()))
+            .collect()
     }
 
     fn session_timeout(&self, asked_ms: u32) -> Result<u64> {
@@ -274,7 +285,10 @@ impl Broker {
                         requested: groups_now as u64 + 1,
                     });
                 }
-                inner.groups.entry(group.to_string()).or_insert_with(|| GroupState::new(group, now_ms()))
+                inner
+                    .groups
+                    .entry(group.to_string())
+                    .or_insert_with(|| GroupState::new(group, now_ms()))
             }
         };
         if g.members.len() >= settings.max_members_per_group as usize {
@@ -312,7 +326,12 @@ impl Broker {
                     reason: "joining (empty member_id) needs member_epoch 0".into(),
                 });
             }
-            self.join_group(group, topics.iter().cloned().collect(), timeout, MemberKind::Heartbeat)?
+            self.join_group(
+                group,
+                topics.iter().cloned().collect(),
+                timeout,
+                MemberKind::Heartbeat,
+            )?
         } else if member_epoch == -1 {
             self.leave_group(group, member_id)?;
             return Ok(HeartbeatReply {
@@ -331,9 +350,11 @@ impl Broker {
         let partitions = self.partition_counts();
         let c = &self.coordinator;
         let mut inner = c.lock();
-        let g = inner.groups.get_mut(group).ok_or_else(|| BrokerError::FailedPrecondition(format!(
+        let g = inner.groups.get_mut(group).ok_or_else(|| {
+            BrokerError::FailedPrecondition(format!(
             "member '{member_id}' is not in group '{group}': join again with an empty member id"
-        )))?;
+        ))
+        })?;
         let topics = (!topics.is_empty()).then(|| topics.into_iter().collect());
         let subscription_changed = g
             .heartbeat(&member_id, member_epoch.max(0), topics, owned, c.now())
@@ -361,9 +382,11 @@ impl Broker {
         let partitions = self.partition_counts();
         let mut inner = self.coordinator.lock();
         inner.streams.remove(member_id);
-        let g = inner.groups.get_mut(group).ok_or_else(|| BrokerError::FailedPrecondition(format!(
-            "member '{member_id}' is not in group '{group}'"
-        )))?;
+        let g = inner.groups.get_mut(group).ok_or_else(|| {
+            BrokerError::FailedPrecondition(format!(
+                "member '{member_id}' is not in group '{group}'"
+            ))
+        })?;
         if !g.leave(member_id) {
             return Err(group_error(GroupError::UnknownMember {
                 group: group.to_string(),
@@ -377,7 +400,13 @@ impl Broker {
     }
 
     /// Stores committed offsets, fenced by member epoch.
-    pub fn commit_offsets(&self, group: &str, member_id: &str, member_epoch: i32, offsets: Vec<OffsetCommit>) -> Result<()> {
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<()> {
         validate_group(group)?;
         // Check every partition exists and the offset is inside the log.
         for o in &offsets {
@@ -403,7 +432,8 @@ impl Broker {
             }));
         }
         if let Some(g) = inner.groups.get(group) {
-            g.check_commit(member_id, member_epoch).map_err(group_error)?;
+            g.check_commit(member_id, member_epoch)
+                .map_err(group_error)?;
         }
         let records: Vec<OffsetRecord> = offsets
             .into_iter()
@@ -411,13 +441,26 @@ impl Broker {
                 group: group.to_string(),
                 topic: o.topic,
                 partition: o.partition,
-                committed: Committed { offset: o.offset, metadata: o.metadata, commit_time_ms: now },
+                committed: Committed {
+                    offset: o.offset,
+                    metadata: o.metadata,
+                    commit_time_ms: now,
+                },
             })
             .collect();
         Coordinator::persist(&mut inner, &records)?;
-        let g = inner.groups.entry(group.to_string()).or_insert_with(|| GroupState::new(group, now));
+        let g = inner
+            .groups
+            .entry(group.to_string())
+            .or_insert_with(|| GroupState::new(group, now));
         for r in records {
-            if let OffsetRecord::Commit { topic, partition, committed, .. } = r {
+            if let OffsetRecord::Commit {
+                topic,
+                partition,
+                committed,
+                ..
+            } = r
+            {
                 g.commit((topic, partition), committed);
             }
         }
@@ -425,7 +468,11 @@ impl Broker {
     }
 
     /// Committed offsets of a group (all of them when `partitions` is empty).
-    pub fn fetch_offsets(&self, group: &str, partitions: Vec<(String, Vec<u32>)>) -> Result<Vec<(String, u32, Committed)>> {
+    pub fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, Vec<u32>)>,
+    ) -> Result<Vec<(String, u32, Committed)>> {
         let inner = self.coordinator.lock();
         let Some(g) = inner.groups.get(group) else {
             return Ok(Vec::new());
@@ -449,21 +496,37 @@ impl Broker {
         inner
             .groups
             .values()
-            .map(|g| (g.name.clone(), g.state_name().to_string(), g.members.len() as u32))
+            .map(|g| {
+                (
+                    g.name.clone(),
+                    g.state_name().to_string(),
+                    g.members.len() as u32,
+                )
+            })
             .collect()
     }
 
     /// Deletes a group with no live members.
     pub fn delete_group(&self, group: &str) -> Result<()> {
         let mut inner = self.coordinator.lock();
-        let g = inner.groups.get(group).ok_or_else(|| BrokerError::UnknownGroup { group: group.to_string() })?;
+        let g = inner
+            .groups
+            .get(group)
+            .ok_or_else(|| BrokerError::UnknownGroup {
+                group: group.to_string(),
+            })?;
         if !g.members.is_empty() {
             return Err(BrokerError::FailedPrecondition(format!(
                 "group '{group}' has {} live member(s); stop them (or let their sessions expire) before deleting it",
                 g.members.len()
             )));
         }
-        Coordinator::persist(&mut inner, &[OffsetRecord::Delete { group: group.to_string() }])?;
+        Coordinator::persist(
+            &mut inner,
+            &[OffsetRecord::Delete {
+                group: group.to_string(),
+            }],
+        )?;
         inner.groups.remove(group);
         tracing::info!(group, "deleted group");
         Ok(())
@@ -473,7 +536,12 @@ impl Broker {
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         let (state, members, committed, subscribed) = {
             let inner = self.coordinator.lock();
-            let g = inner.groups.get(group).ok_or_else(|| BrokerError::UnknownGroup { group: group.to_string() })?;
+            let g = inner
+                .groups
+                .get(group)
+                .ok_or_else(|| BrokerError::UnknownGroup {
+                    group: group.to_string(),
+                })?;
             let members = g
                 .members
                 .values()
@@ -483,15 +551,26 @@ impl Broker {
                     assignment: by_topic(&m.sent),
                 })
                 .collect::<Vec<_>>();
-            let subscribed: BTreeSet<String> = g.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
-            (g.state_name().to_string(), members, g.committed.clone(), subscribed)
+            let subscribed: BTreeSet<String> = g
+                .members
+                .values()
+                .flat_map(|m| m.topics.iter().cloned())
+                .collect();
+            (
+                g.state_name().to_string(),
+                members,
+                g.committed.clone(),
+                subscribed,
+            )
         };
         let mut topics: BTreeSet<String> = subscribed;
         topics.extend(committed.keys().map(|(t, _)| t.clone()));
         let now = now_ms();
         let mut lag = Vec::new();
         for name in topics {
-            let Ok(topic) = self.topic(&name) else { continue };
+            let Ok(topic) = self.topic(&name) else {
+                continue;
+            };
             for p in &topic.partitions {
                 let hw = p.log.high_watermark();
                 let start = p.log.log_start_offset();
@@ -518,13 +597,24 @@ impl Broker {
                 });
             }
         }
-        Ok(GroupDescription { group: group.to_string(), state, members, lag })
+        Ok(GroupDescription {
+            group: group.to_string(),
+            state,
+            members,
+            lag,
+        })
     }
 
     /// Moves a group's committed offsets for `topic` (all partitions). With
     /// `dry_run`, only computes them. A live group's members get new epochs
     /// (stale commits are fenced) and `Consume` streams reposition.
-    pub async fn reset_offsets(&self, group: &str, topic: &str, to: ResetTarget, dry_run: bool) -> Result<Vec<OffsetCommit>> {
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTarget,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetCommit>> {
         validate_group(group)?;
         let t = self.topic(topic)?;
         let mut positions = Vec::with_capacity(t.partitions.len());
@@ -534,9 +624,18 @@ impl Broker {
                 ResetTarget::Earliest => start,
                 ResetTarget::Latest => hw,
                 ResetTarget::Offset(o) => o.clamp(start, hw),
-                ResetTarget::Timestamp(ts) => self.list_offsets(topic, p.id, OffsetQuery::Timestamp(ts)).await?.0,
+                ResetTarget::Timestamp(ts) => {
+                    self.list_offsets(topic, p.id, OffsetQuery::Timestamp(ts))
+                        .await?
+                        .0
+                }
             };
-            positions.push(OffsetCommit { topic: topic.to_string(), partition: p.id, offset, metadata: String::new() });
+            positions.push(OffsetCommit {
+                topic: topic.to_string(),
+                partition: p.id,
+                offset,
+                metadata: String::new(),
+            });
         }
         if dry_run {
             return Ok(positions);
@@ -548,11 +647,17 @@ impl Broker {
                 group: group.to_string(),
                 topic: o.topic.clone(),
                 partition: o.partition,
-                committed: Committed { offset: o.offset, metadata: String::new(), commit_time_ms: now },
+                committed: Committed {
+                    offset: o.offset,
+                    metadata: String::new(),
+                    commit_time_ms: now,
+                },
             })
             .collect();
         let mut inner = self.coordinator.lock();
-        if !inner.groups.contains_key(group) && inner.groups.len() >= self.config.groups.max_groups as usize {
+        if !inner.groups.contains_key(group)
+            && inner.groups.len() >= self.config.groups.max_groups as usize
+        {
             return Err(BrokerError::LimitExceeded {
                 what: "consumer groups on this broker (groups.max_groups)",
                 limit: u64::from(self.config.groups.max_groups),
@@ -560,12 +665,20 @@ impl Broker {
             });
         }
         Coordinator::persist(&mut inner, &records)?;
-        let g = inner.groups.entry(group.to_string()).or_insert_with(|| GroupState::new(group, now));
+        let g = inner
+            .groups
+            .entry(group.to_string())
+            .or_insert_with(|| GroupState::new(group, now));
         g.reset(
             records
                 .into_iter()
                 .filter_map(|r| match r {
-                    OffsetRecord::Commit { topic, partition, committed, .. } => Some(((topic, partition), committed)),
+                    OffsetRecord::Commit {
+                        topic,
+                        partition,
+                        committed,
+                        ..
+                    } => Some(((topic, partition), committed)),
                     OffsetRecord::Delete { .. } => None,
                 })
                 .collect(),
@@ -601,7 +714,14 @@ impl Broker {
             }
         }
         for name in doomed {
-            if Coordinator::persist(&mut inner, &[OffsetRecord::Delete { group: name.clone() }]).is_ok() {
+            if Coordinator::persist(
+                &mut inner,
+                &[OffsetRecord::Delete {
+                    group: name.clone(),
+                }],
+            )
+            .is_ok()
+            {
                 inner.groups.remove(&name);
                 tracing::info!(group = %name, "deleted an empty group past its offsets retention");
             }

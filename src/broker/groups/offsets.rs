@@ -77,7 +77,12 @@ impl OffsetRecord {
             b.extend_from_slice(s.as_bytes());
         };
         match self {
-            OffsetRecord::Commit { group, topic, partition, committed } => {
+            OffsetRecord::Commit {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
                 body.push(KIND_COMMIT);
                 put_str16(&mut body, group);
                 put_str16(&mut body, topic);
@@ -130,7 +135,11 @@ impl OffsetRecord {
                     group,
                     topic,
                     partition,
-                    committed: Committed { offset, metadata, commit_time_ms },
+                    committed: Committed {
+                        offset,
+                        metadata,
+                        commit_time_ms,
+                    },
                 }
             }
             KIND_DELETE => OffsetRecord::Delete { group },
@@ -160,10 +169,14 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> std::result::Result<u32, &'static str> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> std::result::Result<u64, &'static str> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self, n: usize) -> std::result::Result<String, &'static str> {
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "invalid UTF-8 in record")
@@ -177,7 +190,12 @@ impl Reader<'_> {
 /// Applies a record to a set of groups.
 pub fn apply(groups: &mut BTreeMap<String, GroupState>, record: OffsetRecord) {
     match record {
-        OffsetRecord::Commit { group, topic, partition, committed } => {
+        OffsetRecord::Commit {
+            group,
+            topic,
+            partition,
+            committed,
+        } => {
             let time = committed.commit_time_ms;
             groups
                 .entry(group.clone())
@@ -201,7 +219,10 @@ pub struct OffsetStore {
 impl OffsetStore {
     /// Opens `dir` (creating it), loading the snapshot and replaying the log.
     pub fn open(dir: &Path) -> Result<(OffsetStore, BTreeMap<String, GroupState>)> {
-        let meta_err = |path: &Path, reason: String| BrokerError::Metadata { path: path.to_path_buf(), reason };
+        let meta_err = |path: &Path, reason: String| BrokerError::Metadata {
+            path: path.to_path_buf(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| meta_err(dir, e.to_string()))?;
         let mut groups = BTreeMap::new();
         let snapshot = dir.join("snapshot");
@@ -210,7 +231,10 @@ impl OffsetStore {
             if let Some(reason) = bad {
                 // The snapshot is written atomically, so damage here is not a
                 // torn write: refuse to start rather than lose commits.
-                return Err(meta_err(&snapshot, format!("corrupt group offsets snapshot: {reason}")));
+                return Err(meta_err(
+                    &snapshot,
+                    format!("corrupt group offsets snapshot: {reason}"),
+                ));
             }
         }
         let log_path = dir.join("offsets.log");
@@ -224,10 +248,18 @@ impl OffsetStore {
         if let Some(reason) = bad {
             tracing::warn!(path = %log_path.display(), cut_bytes = bytes.len() - good, reason,
                 "cutting a torn record off the group offsets log");
-            log.set_len(good as u64).map_err(|e| meta_err(&log_path, e.to_string()))?;
+            log.set_len(good as u64)
+                .map_err(|e| meta_err(&log_path, e.to_string()))?;
         }
         fs::sync_dir(dir).map_err(|e| meta_err(dir, e.to_string()))?;
-        Ok((OffsetStore { dir: dir.to_path_buf(), log, log_bytes: good as u64 }, groups))
+        Ok((
+            OffsetStore {
+                dir: dir.to_path_buf(),
+                log,
+                log_bytes: good as u64,
+            },
+            groups,
+        ))
     }
 
     /// Appends records (one `write`), so they survive a process crash.
@@ -264,12 +296,18 @@ impl OffsetStore {
             }
         }
         let snapshot = self.dir.join("snapshot");
-        fs::write_atomic(&snapshot, &buf).map_err(|e| BrokerError::Metadata { path: snapshot, reason: e.to_string() })?;
+        fs::write_atomic(&snapshot, &buf).map_err(|e| BrokerError::Metadata {
+            path: snapshot,
+            reason: e.to_string(),
+        })?;
         let log_path = self.dir.join("offsets.log");
         self.log
             .set_len(0)
             .and_then(|()| self.log.sync_all())
-            .map_err(|e| BrokerError::Metadata { path: log_path, reason: e.to_string() })?;
+            .map_err(|e| BrokerError::Metadata {
+                path: log_path,
+                reason: e.to_string(),
+            })?;
         self.log_bytes = 0;
         Ok(())
     }
@@ -285,7 +323,10 @@ impl OffsetStore {
 
 /// Replays records into `groups`; returns the bytes of valid records and,
 /// if it stopped early, why.
-fn replay(bytes: &[u8], groups: &mut BTreeMap<String, GroupState>) -> (usize, Option<&'static str>) {
+fn replay(
+    bytes: &[u8],
+    groups: &mut BTreeMap<String, GroupState>,
+) -> (usize, Option<&'static str>) {
     let mut at = 0;
     loop {
         match OffsetRecord::decode(&bytes[at..]) {
@@ -309,7 +350,11 @@ mod tests {
             group: group.into(),
             topic: "t".into(),
             partition: p,
-            committed: Committed { offset, metadata: "m".into(), commit_time_ms: 7 },
+            committed: Committed {
+                offset,
+                metadata: "m".into(),
+                commit_time_ms: 7,
+            },
         }
     }
 
@@ -319,8 +364,15 @@ mod tests {
         {
             let (mut store, groups) = OffsetStore::open(dir.path()).unwrap();
             assert!(groups.is_empty());
-            store.append(&[commit("g", 0, 5), commit("g", 1, 9), commit("h", 0, 1)]).unwrap();
-            store.append(&[OffsetRecord::Delete { group: "h".into() }, commit("g", 0, 6)]).unwrap();
+            store
+                .append(&[commit("g", 0, 5), commit("g", 1, 9), commit("h", 0, 1)])
+                .unwrap();
+            store
+                .append(&[
+                    OffsetRecord::Delete { group: "h".into() },
+                    commit("g", 0, 6),
+                ])
+                .unwrap();
         }
         // A torn write at the end.
         let log = dir.path().join("offsets.log");

@@ -135,7 +135,14 @@ impl GroupState {
     }
 
     /// Adds a member (epoch 0 until its first assignment).
-    pub fn join(&mut self, id: String, topics: BTreeSet<String>, session_timeout_ms: u64, now_ms: u64, kind: MemberKind) {
+    pub fn join(
+        &mut self,
+        id: String,
+        topics: BTreeSet<String>,
+        session_timeout_ms: u64,
+        now_ms: u64,
+        kind: MemberKind,
+    ) {
         self.members.insert(
             id.clone(),
             Member {
@@ -162,7 +169,10 @@ impl GroupState {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.kind == MemberKind::Heartbeat && now_ms.saturating_sub(m.last_seen_ms) > m.session_timeout_ms)
+            .filter(|m| {
+                m.kind == MemberKind::Heartbeat
+                    && now_ms.saturating_sub(m.last_seen_ms) > m.session_timeout_ms
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
@@ -182,10 +192,13 @@ impl GroupState {
         now_ms: u64,
     ) -> Result<bool, GroupError> {
         let group = self.name.clone();
-        let m = self.members.get_mut(id).ok_or_else(|| GroupError::UnknownMember {
-            group: group.clone(),
-            member: id.to_string(),
-        })?;
+        let m = self
+            .members
+            .get_mut(id)
+            .ok_or_else(|| GroupError::UnknownMember {
+                group: group.clone(),
+                member: id.to_string(),
+            })?;
         if epoch > m.epoch {
             return Err(GroupError::StaleEpoch {
                 group,
@@ -287,10 +300,13 @@ impl GroupState {
                 members: self.members.len(),
             });
         }
-        let m = self.members.get(member).ok_or_else(|| GroupError::UnknownMember {
-            group: self.name.clone(),
-            member: member.to_string(),
-        })?;
+        let m = self
+            .members
+            .get(member)
+            .ok_or_else(|| GroupError::UnknownMember {
+                group: self.name.clone(),
+                member: member.to_string(),
+            })?;
         if m.epoch != epoch {
             return Err(GroupError::StaleEpoch {
                 group: self.name.clone(),
@@ -346,7 +362,10 @@ mod tests {
         g.join("b".into(), topics(&["t"]), 10_000, 1, MemberKind::Heartbeat);
         g.recompute_targets(&parts);
         let (_, b_first) = g.reconcile("b").unwrap();
-        assert!(b_first.is_empty(), "a still holds everything: b gets nothing yet");
+        assert!(
+            b_first.is_empty(),
+            "a still holds everything: b gets nothing yet"
+        );
         let (e2, a_now) = g.reconcile("a").unwrap();
         assert_eq!(a_now.len(), 2);
         assert!(e2 > e1);
@@ -364,16 +383,32 @@ mod tests {
     fn commits_are_fenced_by_epoch_and_reset() {
         let parts = BTreeMap::from([("t".to_string(), 1)]);
         let mut g = GroupState::new("g", 0);
-        let c = Committed { offset: 5, metadata: String::new(), commit_time_ms: 1 };
-        assert!(g.check_commit("", -1).is_ok(), "standalone commits on an empty group");
+        let c = Committed {
+            offset: 5,
+            metadata: String::new(),
+            commit_time_ms: 1,
+        };
+        assert!(
+            g.check_commit("", -1).is_ok(),
+            "standalone commits on an empty group"
+        );
         g.join("a".into(), topics(&["t"]), 100, 0, MemberKind::Heartbeat);
         g.recompute_targets(&parts);
         let (e, _) = g.reconcile("a").unwrap();
         assert!(g.check_commit("a", e).is_ok());
-        assert!(matches!(g.check_commit("", -1), Err(GroupError::NotStandalone { .. })));
-        assert!(matches!(g.check_commit("zz", e), Err(GroupError::UnknownMember { .. })));
+        assert!(matches!(
+            g.check_commit("", -1),
+            Err(GroupError::NotStandalone { .. })
+        ));
+        assert!(matches!(
+            g.check_commit("zz", e),
+            Err(GroupError::UnknownMember { .. })
+        ));
         g.reset(vec![(("t".into(), 0), c)]);
-        assert!(matches!(g.check_commit("a", e), Err(GroupError::StaleEpoch { .. })));
+        assert!(matches!(
+            g.check_commit("a", e),
+            Err(GroupError::StaleEpoch { .. })
+        ));
         assert!(g.check_commit("a", e + 1).is_ok());
         // Expiry after the session timeout.
         assert!(g.expire(50).is_empty());

@@ -1,0 +1,179 @@
+//! The `strata` command line: argument definitions (clap derive) and the
+//! code that runs each command.
+//!
+//! | module                 | command                                            |
+//! |------------------------|----------------------------------------------------|
+//! | [`serve`]              | `strata serve`: the broker, with config precedence |
+//! | [`topic`]              | `strata topic ...`: topic administration           |
+//! | [`produce`]            | `strata produce`: stdin lines to records           |
+//! | [`consume`]            | `strata consume`: records to stdout (text or JSON) |
+//! | [`format`](mod@format) | JSON escaping, base64, tables                      |
+//! | [`time`]               | timestamps: epoch ms or RFC 3339                   |
+//!
+//! Errors surface as one [`CliError`] whose `Display` is a single line;
+//! `main` prints it as `error: ...` and exits with status 1. Usage errors are
+//! clap's (status 2).
+
+pub mod consume;
+pub mod format;
+pub mod produce;
+pub mod serve;
+pub mod time;
+pub mod topic;
+
+use std::io::Write;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::ServeError;
+use crate::client::{Client, ClientError, DEFAULT_BROKER};
+use crate::config::ConfigError;
+
+/// Strata: an append-only, partitioned log broker.
+///
+/// Run a broker with `strata serve`; manage topics, produce and consume with
+/// the other commands, which talk to a broker over gRPC (see --broker).
+#[derive(Debug, Parser)]
+#[command(name = "strata", version)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker until SIGINT or SIGTERM.
+    Serve(Box<serve::ServeArgs>),
+    /// Create, list, describe, change and delete topics.
+    Topic(topic::TopicArgs),
+    /// Append records read from stdin, one per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic to stdout.
+    Consume(consume::ConsumeArgs),
+}
+
+/// Where the broker is, for every client command.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// Broker address: host:port or http://host:port.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        env = "STRATA_BROKER",
+        default_value = DEFAULT_BROKER
+    )]
+    pub broker: String,
+}
+
+impl BrokerArgs {
+    /// Connects to the broker.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidAddress`] or [`ClientError::Connect`].
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        Client::connect(&self.broker).await
+    }
+}
+
+/// Why a command failed. `Display` is one line, printed after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A broker call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The broker's configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The broker failed to start or stopped with an error.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Reading stdin or writing stdout failed.
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was being done, e.g. "read stdin".
+        action: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A `produce --key-separator` line does not contain the separator.
+    #[error(
+        "line {line} has no key separator {separator:?} ({produced} earlier records were produced)"
+    )]
+    MissingKeySeparator {
+        /// 1-based line number.
+        line: u64,
+        /// The separator looked for.
+        separator: String,
+        /// Records produced before the bad line.
+        produced: u64,
+    },
+    /// A `--partition` beyond the topic's partitions.
+    #[error("topic '{topic}' has no partition {partition} (it has {partitions})")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// The topic's partition count.
+        partitions: u32,
+    },
+    /// `consume --follow`: the broker closed a partition's subscription
+    /// (for example because it is shutting down).
+    #[error("the broker ended the subscription to partition {partition}")]
+    SubscriptionEnded {
+        /// The partition.
+        partition: u32,
+    },
+    /// Logging could not be set up.
+    #[error("cannot initialise logging: {0}")]
+    Logging(String),
+}
+
+/// Runs one parsed command line to completion.
+///
+/// # Errors
+/// The command's [`CliError`].
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::run(*args).await,
+        Command::Topic(args) => topic::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+    }
+}
+
+/// Writes `text` to stdout and flushes it. A closed pipe (`strata ... |
+/// head`) is not an error: the reader has what it wanted.
+pub(crate) fn print_stdout(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Io {
+            action: "write to stdout",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn broker_flag_is_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["strata", "topic", "list", "--broker", "h:1"]).unwrap();
+        let Command::Topic(args) = cli.command else {
+            panic!("not a topic command")
+        };
+        assert_eq!(args.broker.broker, "h:1");
+    }
+}

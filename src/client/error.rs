@@ -1,0 +1,141 @@
+//! [`ClientError`]: everything a [`Client`](super::Client) call can fail with.
+//!
+//! Every variant displays as one line meant for people: the CLI prints it
+//! after `error: ` and nothing else, so the line must carry the whole story
+//! (the gRPC code and the server's message, or the transport's cause chain).
+
+use std::error::Error as StdError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker address could not be turned into an endpoint URI.
+    #[error("invalid broker address '{addr}': {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No connection could be established to the broker.
+    #[error("cannot connect to {addr}: {}", cause_chain(.source))]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The transport's error (its causes are in the message).
+        source: tonic::transport::Error,
+    },
+    /// The broker (or the transport, for a dropped connection) answered with a
+    /// gRPC status other than OK. Displays as `CODE: message`, for example
+    /// `NOT_FOUND: topic 'x' does not exist`.
+    #[error("{}", status_line(.0))]
+    Status(#[from] tonic::Status),
+    /// The broker's answer lacks a field the API promises (a broker bug or a
+    /// version mismatch).
+    #[error("malformed {rpc} response: missing field '{field}'")]
+    MissingField {
+        /// The RPC whose response was incomplete.
+        rpc: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+impl ClientError {
+    /// The gRPC status code: the broker's for [`ClientError::Status`],
+    /// `UNAVAILABLE` for connection problems, `INVALID_ARGUMENT` for a bad
+    /// address and `INTERNAL` for a malformed response.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ClientError::InvalidAddress { .. } => tonic::Code::InvalidArgument,
+            ClientError::Connect { .. } => tonic::Code::Unavailable,
+            ClientError::Status(status) => status.code(),
+            ClientError::MissingField { .. } => tonic::Code::Internal,
+        }
+    }
+
+    /// The gRPC status, if the error came from the broker or the transport
+    /// during a call.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            ClientError::Status(status) => Some(status),
+            _ => None,
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as in the gRPC spec
+/// (`NOT_FOUND`, not tonic's `NotFound` or its English description).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `CODE: message` on one line; tonic's description of the code stands in
+/// for an empty message. Line breaks in the message become spaces.
+fn status_line(status: &tonic::Status) -> String {
+    let message = status.message().trim();
+    let message = if message.is_empty() {
+        status.code().description()
+    } else {
+        message
+    };
+    let line = format!("{}: {}", code_name(status.code()), message);
+    line.replace(['\n', '\r'], " ")
+}
+
+/// An error and its causes joined with `: `, skipping a cause whose text
+/// the previous one already contains (hyper repeats itself).
+fn cause_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_displays_code_and_message_on_one_line() {
+        let e = ClientError::from(tonic::Status::not_found("topic 'x' does not exist"));
+        assert_eq!(e.to_string(), "NOT_FOUND: topic 'x' does not exist");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+
+        let e = ClientError::from(tonic::Status::internal("two\nlines"));
+        assert_eq!(e.to_string(), "INTERNAL: two lines");
+    }
+
+    #[test]
+    fn empty_message_uses_code_description() {
+        let e = ClientError::from(tonic::Status::new(tonic::Code::Unavailable, ""));
+        assert!(e.to_string().starts_with("UNAVAILABLE: "));
+        assert!(e.to_string().len() > "UNAVAILABLE: ".len());
+    }
+}
