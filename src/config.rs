@@ -229,7 +229,10 @@ impl BrokerConfig {
         if l.max_request_bytes < l.max_record_bytes {
             return invalid(
                 "limits.max_request_bytes",
-                format!("must be at least limits.max_record_bytes ({})", l.max_record_bytes),
+                format!(
+                    "must be at least limits.max_record_bytes ({})",
+                    l.max_record_bytes
+                ),
             );
         }
         if l.max_request_bytes > 1 << 30 {
@@ -238,7 +241,10 @@ impl BrokerConfig {
         if l.default_fetch_bytes == 0 || l.default_fetch_bytes > l.max_fetch_bytes {
             return invalid(
                 "limits.default_fetch_bytes",
-                format!("must be between 1 and limits.max_fetch_bytes ({})", l.max_fetch_bytes),
+                format!(
+                    "must be between 1 and limits.max_fetch_bytes ({})",
+                    l.max_fetch_bytes
+                ),
             );
         }
         if l.max_partitions_per_topic == 0 || l.max_partitions == 0 {
@@ -247,23 +253,33 @@ impl BrokerConfig {
         if self.topic_defaults.partitions == 0 {
             return invalid("topic_defaults.partitions", "must be at least 1".into());
         }
-        if self.topic_defaults.segment_bytes < 1 << 20 || self.topic_defaults.segment_bytes > u64::from(u32::MAX) {
-            return invalid("topic_defaults.segment_bytes", "must be between 1 MiB and 4 GiB - 1".into());
+        if self.topic_defaults.segment_bytes < 1 << 20
+            || self.topic_defaults.segment_bytes > u64::from(u32::MAX)
+        {
+            return invalid(
+                "topic_defaults.segment_bytes",
+                "must be between 1 MiB and 4 GiB - 1".into(),
+            );
         }
         let g = &self.groups;
         if g.min_session_timeout_ms == 0
             || g.min_session_timeout_ms > g.max_session_timeout_ms
-            || !(g.min_session_timeout_ms..=g.max_session_timeout_ms).contains(&g.session_timeout_ms)
+            || !(g.min_session_timeout_ms..=g.max_session_timeout_ms)
+                .contains(&g.session_timeout_ms)
         {
             return invalid(
                 "groups.session_timeout_ms",
-                "need 0 < min_session_timeout_ms <= session_timeout_ms <= max_session_timeout_ms".into(),
+                "need 0 < min_session_timeout_ms <= session_timeout_ms <= max_session_timeout_ms"
+                    .into(),
             );
         }
         if g.heartbeat_interval_ms == 0 || g.heartbeat_interval_ms >= g.session_timeout_ms {
             return invalid(
                 "groups.heartbeat_interval_ms",
-                format!("must be at least 1 and below groups.session_timeout_ms ({})", g.session_timeout_ms),
+                format!(
+                    "must be at least 1 and below groups.session_timeout_ms ({})",
+                    g.session_timeout_ms
+                ),
             );
         }
         if self.flush_interval_ms == 0 {

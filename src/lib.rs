@@ -4,11 +4,11 @@
 //!
 //! - [`storage`]: partition logs of memory-mapped segments; no knowledge of
 //!   gRPC, topics or groups.
-pub mod storage;
-pub mod proto;
-pub mod wire;
-pub mod broker;
-pub mod config;
 pub mod api;
-pub mod client;
+pub mod broker;
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod proto;
+pub mod storage;
+pub mod wire;

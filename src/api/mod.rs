@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod groups;
+pub mod limits;
 pub mod log;
 pub mod status;
 
@@ -182,7 +183,8 @@ fn build_router(
 ) -> Result<tonic::transport::server::Router, ServeError> {
     // tonic's own decode limit sits above ours, so that a request between the
     // two gets Strata's clear error rather than tonic's OUT_OF_RANGE.
-    let decode_limit = config.limits.max_request_bytes as usize + (1 << 20);
+    let request_limit = config.limits.max_request_bytes;
+    let decode_limit = request_limit as usize + (1 << 20);
     let encode_limit = config.limits.max_fetch_bytes as usize * 2 + (1 << 20);
     let log = LogServer::new(log::LogService::new(broker.clone()))
         .max_decoding_message_size(decode_limit)
@@ -216,9 +218,9 @@ fn build_router(
         .initial_connection_window_size(Some(16 << 20))
         .add_service(health)
         .add_service(reflection)
-        .add_service(log)
-        .add_service(admin)
-        .add_service(groups))
+        .add_service(limits::RequestLimit::new(log, request_limit))
+        .add_service(limits::RequestLimit::new(admin, request_limit))
+        .add_service(limits::RequestLimit::new(groups, request_limit)))
 }
 
 async fn wait_for_signal() {

@@ -94,11 +94,7 @@ pub enum FrameCheck {
 ///
 /// `payload` is given in pieces so callers can frame scattered buffers without
 /// first gathering them.
-pub fn encode_header(
-    meta: &BatchMeta,
-    base_offset: u64,
-    payload: &[&[u8]],
-) -> [u8; HEADER_LEN] {
+pub fn encode_header(meta: &BatchMeta, base_offset: u64, payload: &[&[u8]]) -> [u8; HEADER_LEN] {
     let payload_len: usize = payload.iter().map(|p| p.len()).sum();
     let mut h = [0u8; HEADER_LEN];
     h[0] = FORMAT_VERSION;
@@ -168,7 +164,11 @@ pub fn check_header(buf: &[u8]) -> FrameCheck {
             attributes: u16::from_le_bytes([buf[56], buf[57]]),
         },
     };
-    if header.base_offset.checked_add(u64::from(record_count)).is_none() {
+    if header
+        .base_offset
+        .checked_add(u64::from(record_count))
+        .is_none()
+    {
         return FrameCheck::Invalid("offset overflow");
     }
     FrameCheck::Valid(header)

@@ -275,8 +275,14 @@ mod tests {
     #[test]
     fn zero_entries_end_the_index() {
         let mut bytes = Vec::new();
-        bytes.extend_from_slice(&encode_offset_entry(OffsetEntry { relative_offset: 5, position: 4100 }));
-        bytes.extend_from_slice(&encode_offset_entry(OffsetEntry { relative_offset: 9, position: 8300 }));
+        bytes.extend_from_slice(&encode_offset_entry(OffsetEntry {
+            relative_offset: 5,
+            position: 4100,
+        }));
+        bytes.extend_from_slice(&encode_offset_entry(OffsetEntry {
+            relative_offset: 9,
+            position: 8300,
+        }));
         bytes.extend_from_slice(&[0u8; 16]);
         assert_eq!(valid_offset_entries(&bytes, 10_000, 20), 2);
         // An entry past the trusted log end is not trusted.
@@ -288,9 +294,18 @@ mod tests {
     #[test]
     fn time_entries_must_not_go_backwards() {
         let mut bytes = Vec::new();
-        bytes.extend_from_slice(&encode_time_entry(TimeEntry { timestamp_ms: 10, relative_offset: 0 }));
-        bytes.extend_from_slice(&encode_time_entry(TimeEntry { timestamp_ms: 20, relative_offset: 4 }));
-        bytes.extend_from_slice(&encode_time_entry(TimeEntry { timestamp_ms: 15, relative_offset: 8 }));
+        bytes.extend_from_slice(&encode_time_entry(TimeEntry {
+            timestamp_ms: 10,
+            relative_offset: 0,
+        }));
+        bytes.extend_from_slice(&encode_time_entry(TimeEntry {
+            timestamp_ms: 20,
+            relative_offset: 4,
+        }));
+        bytes.extend_from_slice(&encode_time_entry(TimeEntry {
+            timestamp_ms: 15,
+            relative_offset: 8,
+        }));
         assert_eq!(valid_time_entries(&bytes, 100), 2);
     }
 }

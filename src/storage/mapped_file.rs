@@ -61,7 +61,10 @@ impl MappedFile {
     }
 
     fn map_writable(path: PathBuf, file: File, capacity: u64, chunk: u64) -> Result<MappedFile> {
-        let len = file.metadata().map_err(|e| StorageError::io(&path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(&path, e))?
+            .len();
         let capacity = capacity.max(len).max(1);
         // Creating a raw map is safe; using it is not. The data directory is
         // owned by this process (it holds the directory lock), so no one else
@@ -84,7 +87,10 @@ impl MappedFile {
     /// Opens an existing file read-only, mapping its whole current length.
     pub fn open_read_only(path: &Path) -> Result<MappedFile> {
         let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
-        let len = file.metadata().map_err(|e| StorageError::io(path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
         let map = if len == 0 {
             None
         } else {

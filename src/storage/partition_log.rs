@@ -33,6 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::config::LogConfig;
+use super::counters;
 use super::error::{Result, StorageError};
 use super::frame::{encode_header, BatchMeta, HEADER_LEN};
 use super::fs;
@@ -41,7 +42,6 @@ use super::map_cache::MapCache;
 use super::recovery::{recover_active, RecoveryReport};
 use super::scan::Damage;
 use super::segment::{parse_segment_name, ActiveSegment, IndexCursor, SealedSegment};
-use super::counters;
 
 /// The segments of a log at one moment: an immutable snapshot.
 #[derive(Debug)]
@@ -159,7 +159,9 @@ impl PartitionLog {
             let size = std::fs::metadata(&path)
                 .map_err(|e| StorageError::io(&path, e))?
                 .len();
-            sealed.push(Arc::new(SealedSegment::on_disk(dir, base, end, size, &config)));
+            sealed.push(Arc::new(SealedSegment::on_disk(
+                dir, base, end, size, &config,
+            )));
         }
         let (active, start, report) = recover_active(dir, active_base, &config)?;
         if report.truncated_bytes > 0 {
@@ -313,7 +315,9 @@ impl PartitionLog {
     /// [`StorageError::Poisoned`].
     pub fn append(&self, meta: &BatchMeta, payload: &[&[u8]]) -> Result<AppendInfo> {
         if meta.record_count == 0 {
-            return Err(StorageError::InvalidBatch("a batch must hold at least one record"));
+            return Err(StorageError::InvalidBatch(
+                "a batch must hold at least one record",
+            ));
         }
         let frame_len = (HEADER_LEN + payload.iter().map(|p| p.len()).sum::<usize>()) as u64;
         let mut w = self.lock_writer();
@@ -322,7 +326,10 @@ impl PartitionLog {
         }
         let max = w.config.effective_segment_bytes();
         if frame_len > max {
-            return Err(StorageError::BatchTooLarge { size: frame_len, max });
+            return Err(StorageError::BatchTooLarge {
+                size: frame_len,
+                max,
+            });
         }
         if self.should_roll(&w, frame_len, meta) {
             self.roll(&mut w)?;
@@ -343,8 +350,14 @@ impl PartitionLog {
         let mut cursor = w.cursor;
         let entries = cursor.on_batch(active.base_offset, position, &header_probe, interval);
         if entries.is_some() {
-            active.index.file().reserve(active.index.valid_bytes() + 8)?;
-            active.time_index.file().reserve(active.time_index.valid_bytes() + 12)?;
+            active
+                .index
+                .file()
+                .reserve(active.index.valid_bytes() + 8)?;
+            active
+                .time_index
+                .file()
+                .reserve(active.time_index.valid_bytes() + 12)?;
         }
         let header = encode_header(meta, base_offset, payload);
         active.log.write(position, &header);
@@ -381,12 +394,18 @@ impl PartitionLog {
             return false;
         }
         let active = &w.active;
-        let full = w.position + frame_len > active.log.capacity().min(w.config.effective_segment_bytes());
+        let full = w.position + frame_len
+            > active
+                .log
+                .capacity()
+                .min(w.config.effective_segment_bytes());
         let relative_overflow =
             w.next_offset + u64::from(meta.record_count) - active.base_offset > u64::from(u32::MAX);
         let index_full = !active.index.has_room() || !active.time_index.has_room();
         let old = match (w.config.segment_ms, w.first_batch_ms) {
-            (Some(limit), Some(first)) => meta.max_timestamp_ms.saturating_sub(first) >= limit as i64,
+            (Some(limit), Some(first)) => {
+                meta.max_timestamp_ms.saturating_sub(first) >= limit as i64
+            }
             _ => false,
         };
         full || relative_overflow || index_full || old
@@ -469,9 +488,9 @@ impl PartitionLog {
     pub fn flush_if_due(&self) -> Result<bool> {
         let due = {
             let w = self.lock_writer();
-            let by_time = w.dirty_since.is_some_and(|t| {
-                t.elapsed().as_millis() as u64 >= w.config.flush_interval_ms
-            });
+            let by_time = w
+                .dirty_since
+                .is_some_and(|t| t.elapsed().as_millis() as u64 >= w.config.flush_interval_ms);
             by_time || w.unflushed_bytes >= w.config.flush_bytes
         };
         if due {
@@ -548,7 +567,8 @@ impl PartitionLog {
         if full {
             active.sync_all_files()?;
             let path = self.dir.join(CHECKPOINT_FILE);
-            fs::write_atomic(&path, &checkpoint.encode()).map_err(|e| StorageError::io(&path, e))?;
+            fs::write_atomic(&path, &checkpoint.encode())
+                .map_err(|e| StorageError::io(&path, e))?;
         } else {
             active.log.sync_data()?;
         }
@@ -572,7 +592,9 @@ impl PartitionLog {
                 .retention_bytes
                 .is_some_and(|limit| remaining - seg.size_bytes() >= limit);
             let by_time = match w.config.retention_ms {
-                Some(limit) => seg.max_timestamp_ms()? < now_ms.saturating_sub(limit as i64),
+                Some(limit) => {
+                    seg.max_timestamp_ms(&self.cache)? < now_ms.saturating_sub(limit as i64)
+                }
                 None => false,
             };
             if !(by_bytes || by_time) {
@@ -598,7 +620,8 @@ impl PartitionLog {
             });
         }
         self.log_start.store(new_start, Ordering::Release);
-        w.pending_trims.retain(|p| !doomed.iter().any(|d| Arc::ptr_eq(p, d)));
+        w.pending_trims
+            .retain(|p| !doomed.iter().any(|d| Arc::ptr_eq(p, d)));
         drop(w);
         let mut outcome = RetentionOutcome::default();
         for seg in &doomed {
@@ -653,8 +676,8 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_segment_name(name, "log") {
             logs.push(base);
-        } else if let Some(base) = parse_segment_name(name, "index")
-            .or_else(|| parse_segment_name(name, "timeindex"))
+        } else if let Some(base) =
+            parse_segment_name(name, "index").or_else(|| parse_segment_name(name, "timeindex"))
         {
             indexes.push((base, entry.path()));
         } else if name.ends_with(".tmp") {

@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
+use super::counters;
 use super::error::{Result, StorageError};
-use super::frame::{check_frame, FrameCheck, FrameHeader, HEADER_LEN};
-use super::index::IndexFile;
+use super::frame::{check_frame, check_header, FrameCheck, FrameHeader, HEADER_LEN};
+use super::index::{IndexFile, OffsetEntry};
 use super::mapped_file::MappedFile;
 use super::partition_log::PartitionLog;
 use super::scan::resync;
-use super::counters;
 
 /// One stored batch, viewed in place.
 #[derive(Debug, Clone)]
@@ -29,15 +29,14 @@ pub struct ReadBatch {
 impl ReadBatch {
     /// The whole frame, header included.
     pub fn frame(&self) -> &[u8] {
-        self.map.slice(self.position, self.header.frame_len as usize)
+        self.map
+            .slice(self.position, self.header.frame_len as usize)
     }
 
     /// The payload (the bytes that were appended).
     pub fn payload(&self) -> &[u8] {
-        self.map.slice(
-            self.position + HEADER_LEN as u64,
-            self.header.payload_len(),
-        )
+        self.map
+            .slice(self.position + HEADER_LEN as u64, self.header.payload_len())
     }
 }
 
@@ -107,7 +106,14 @@ impl PartitionLog {
         let mut start_at = Some(offset);
         loop {
             let source = self.source(&snap, i)?;
-            let done = read_segment(&source, start_at, high_watermark, max_bytes, &mut total, &mut out)?;
+            let done = read_segment(
+                &source,
+                start_at,
+                high_watermark,
+                max_bytes,
+                &mut total,
+                &mut out,
+            )?;
             start_at = None;
             if done || i >= snap.sealed.len() {
                 break;
@@ -128,7 +134,7 @@ impl PartitionLog {
         let high_watermark = self.high_watermark();
         for i in 0..=snap.sealed.len() {
             if let Some(s) = snap.sealed.get(i) {
-                if s.max_timestamp_ms()? < timestamp_ms {
+                if s.max_timestamp_ms(self.cache())? < timestamp_ms {
                     continue;
                 }
             }
@@ -190,21 +196,18 @@ fn read_segment(
     out: &mut ReadResult,
 ) -> Result<bool> {
     let target = start_at.unwrap_or(src.base_offset);
+    let bytes = src.log.slice(0, src.limit as usize);
     let (mut position, mut expected) = match start_at {
-        Some(o) => match src
-            .index
-            .lookup_offset((o.saturating_sub(src.base_offset)).min(u64::from(u32::MAX)) as u32)
-        {
-            Some(e) if u64::from(e.position) < src.limit => (
-                u64::from(e.position),
-                src.base_offset + u64::from(e.relative_offset),
-            ),
-            _ => (0, src.base_offset),
-        },
+        Some(o) => indexed_start(
+            src,
+            bytes,
+            src.index
+                .lookup_offset((o.saturating_sub(src.base_offset)).min(u64::from(u32::MAX)) as u32),
+        ),
         None => (0, src.base_offset),
     };
-    let bytes = src.log.slice(0, src.limit as usize);
-    src.log.will_need(position, max_bytes.min(16 << 20) as usize);
+    src.log
+        .will_need(position, max_bytes.min(16 << 20) as usize);
     while position < src.limit {
         if expected >= high_watermark {
             return Ok(true);
@@ -252,6 +255,27 @@ fn read_segment(
     Ok(false)
 }
 
+/// Where to start walking frames for an index entry: its position, if a
+/// frame header carrying its offset really starts there (an index is derived
+/// data and never trusted over the log), else the segment start. A damaged
+/// frame at the entry is met again, and reported the same way, by the walk
+/// from the start.
+fn indexed_start(src: &Source, bytes: &[u8], entry: Option<OffsetEntry>) -> (u64, u64) {
+    match entry {
+        Some(e) if u64::from(e.position) < src.limit => {
+            let (position, offset) = (
+                u64::from(e.position),
+                src.base_offset + u64::from(e.relative_offset),
+            );
+            match check_header(&bytes[position as usize..]) {
+                FrameCheck::Valid(h) if h.base_offset == offset => (position, offset),
+                _ => (0, src.base_offset),
+            }
+        }
+        _ => (0, src.base_offset),
+    }
+}
+
 /// Adds the frame at `position` to `out` if it holds offsets at or after
 /// `target`. Returns true when the byte budget is used up.
 fn take_frame(
@@ -281,18 +305,12 @@ fn take_frame(
 
 /// The first frame in `src` whose running max timestamp reaches `timestamp_ms`.
 fn find_time(src: &Source, timestamp_ms: i64, high_watermark: u64) -> Option<(u64, i64)> {
-    let (mut position, mut expected, mut running) = match src.time_index.lookup_time_before(timestamp_ms) {
-        Some(t) => match src.index.lookup_offset(t.relative_offset) {
-            Some(e) => (
-                u64::from(e.position),
-                src.base_offset + u64::from(e.relative_offset),
-                i64::MIN,
-            ),
-            None => (0, src.base_offset, i64::MIN),
-        },
-        None => (0, src.base_offset, i64::MIN),
-    };
     let bytes = src.log.slice(0, src.limit as usize);
+    let (mut position, mut expected) = match src.time_index.lookup_time_before(timestamp_ms) {
+        Some(t) => indexed_start(src, bytes, src.index.lookup_offset(t.relative_offset)),
+        None => (0, src.base_offset),
+    };
+    let mut running = i64::MIN;
     while position < src.limit && expected < high_watermark {
         match check_frame(&bytes[position as usize..]) {
             FrameCheck::Valid(h) if h.base_offset == expected => {
@@ -314,7 +332,6 @@ fn find_time(src: &Source, timestamp_ms: i64, high_watermark: u64) -> Option<(u6
     }
     None
 }
-
 
 impl PartitionLog {
     /// Whether `offset` lies in the active segment, whose pages are almost

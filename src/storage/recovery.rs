@@ -21,10 +21,10 @@ use super::error::{Result, StorageError};
 use super::frame::{check_frame, FrameCheck};
 use super::index::{
     encode_offset_entry, encode_time_entry, valid_offset_entries, valid_time_entries, IndexFile,
-    OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
+    TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
 use super::mapped_file::MappedFile;
-use super::scan::{scan, Damage, ScanItem};
+use super::scan::{scan, scan_prefix, Damage, ScanItem};
 use super::segment::{segment_path, ActiveSegment, IndexCursor};
 
 /// What recovery found in a partition's active segment.
@@ -73,11 +73,23 @@ pub fn recover_active(
     let mut report = RecoveryReport::default();
 
     // 1. Where can the scan start?
-    let checkpoint = Checkpoint::read(dir).filter(|c| checkpoint_matches(c, base, bytes));
+    let saved = Checkpoint::read(dir);
+    let checkpoint = saved.filter(|c| checkpoint_matches(c, base, bytes));
+    // What follows a valid checkpoint (all of this segment, when the
+    // checkpoint names an older one: it was written before the roll) was
+    // never flushed. A power cut may have left holes there (write-back
+    // order is arbitrary), so the first bad frame ends the log: recovery
+    // yields a prefix, never a log with holes. Without a checkpoint nothing
+    // tells flushed from unflushed bytes, and damage is kept and reported.
+    let unflushed_tail = checkpoint.is_some() || saved.is_some_and(|c| c.segment_base < base);
     let (start_pos, start_off, mut last_frame) = match checkpoint {
         Some(c) => {
             report.from_checkpoint = true;
-            (c.position, c.next_offset, (c.last_frame_crc, c.last_frame_len))
+            (
+                c.position,
+                c.next_offset,
+                (c.last_frame_crc, c.last_frame_len),
+            )
         }
         None => (0, base, (0, 0)),
     };
@@ -100,14 +112,44 @@ pub fn recover_active(
     if let Some(last) = index.len().checked_sub(1).map(|i| index.offset_entry(i)) {
         cursor.last_indexed_position = u64::from(last.position);
     }
-    if let Some(last) = time.last_time_entry() {
-        cursor.running_max_ms = last.timestamp_ms;
+    // The last time entry holds the running maximum only up to its own batch;
+    // the batches after it in the checkpointed prefix (up to an index
+    // interval, or all of them when the time index was lost) must be walked,
+    // or the segment's largest timestamp would be understated and retention
+    // and time lookups would skip data that is newer than they think.
+    let walk_from = match time.last_time_entry() {
+        Some(last) => {
+            cursor.running_max_ms = last.timestamp_ms;
+            index
+                .lookup_offset(last.relative_offset)
+                .map_or((0, base), |e| {
+                    (u64::from(e.position), base + u64::from(e.relative_offset))
+                })
+        }
+        None => (0, base),
+    };
+    if walk_from.0 < start_pos {
+        scan(
+            &bytes[..start_pos as usize],
+            walk_from.0,
+            walk_from.1,
+            |item| {
+                if let ScanItem::Frame { header, .. } = item {
+                    cursor.running_max_ms = cursor.running_max_ms.max(header.meta.max_timestamp_ms);
+                    cursor.last_batch = Some(TimeEntry {
+                        timestamp_ms: cursor.running_max_ms,
+                        relative_offset: (header.base_offset - base) as u32,
+                    });
+                }
+            },
+        );
     }
 
     // 3. Scan the tail.
     let interval = config.effective_index_interval();
     let mut push_error = None;
-    let end = scan(bytes, start_pos, start_off, |item| match item {
+    let tail_scan = if unflushed_tail { scan_prefix } else { scan };
+    let end = tail_scan(bytes, start_pos, start_off, |item| match item {
         ScanItem::Frame { position, header } => {
             last_frame = (header.crc, header.frame_len);
             if let Some((o, t)) = cursor.on_batch(base, position, &header, interval) {
@@ -163,7 +205,9 @@ fn checkpoint_matches(c: &Checkpoint, base: u64, log: &[u8]) -> bool {
     };
     match check_frame(&log[start as usize..c.position as usize]) {
         FrameCheck::Valid(h) => {
-            h.crc == c.last_frame_crc && h.frame_len == c.last_frame_len && h.next_offset() == c.next_offset
+            h.crc == c.last_frame_crc
+                && h.frame_len == c.last_frame_len
+                && h.next_offset() == c.next_offset
         }
         _ => false,
     }

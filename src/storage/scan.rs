@@ -59,10 +59,29 @@ pub struct ScanEnd {
 
 /// Scans `bytes` (a whole `.log` prefix) from `position`, where a frame
 /// carrying `next_offset` is expected, calling `visit` for each item.
-pub fn scan(
+pub fn scan(bytes: &[u8], position: u64, next_offset: u64, visit: impl FnMut(ScanItem)) -> ScanEnd {
+    scan_inner(bytes, position, next_offset, true, visit)
+}
+
+/// Like [`scan`], but the first frame that is not accepted ends the data:
+/// nothing after it is kept, even valid frames. For bytes written after the
+/// last flush, where write-back order is arbitrary: a later page may have
+/// reached the disk while an earlier one did not, and keeping the frames
+/// after such a hole would leave a hole in the log instead of a prefix.
+pub fn scan_prefix(
+    bytes: &[u8],
+    position: u64,
+    next_offset: u64,
+    visit: impl FnMut(ScanItem),
+) -> ScanEnd {
+    scan_inner(bytes, position, next_offset, false, visit)
+}
+
+fn scan_inner(
     bytes: &[u8],
     mut position: u64,
     mut next_offset: u64,
+    keep_after_damage: bool,
     mut visit: impl FnMut(ScanItem),
 ) -> ScanEnd {
     loop {
@@ -81,7 +100,12 @@ pub fn scan(
             FrameCheck::Zero => "zero bytes",
             FrameCheck::Invalid(reason) => reason,
         };
-        match resync(bytes, position + 1, next_offset) {
+        let resumed = if keep_after_damage {
+            resync(bytes, position + 1, next_offset)
+        } else {
+            None
+        };
+        match resumed {
             Some((found, header)) => {
                 visit(ScanItem::Damage(Damage {
                     position,
@@ -169,7 +193,15 @@ mod tests {
         log.extend_from_slice(&[0; 4096]);
         let (items, end) = collect(&log);
         assert_eq!(items.len(), 2);
-        assert_eq!(end, ScanEnd { position: len, next_offset: 5, torn_bytes: 0, torn_reason: None });
+        assert_eq!(
+            end,
+            ScanEnd {
+                position: len,
+                next_offset: 5,
+                torn_bytes: 0,
+                torn_reason: None
+            }
+        );
     }
 
     #[test]
@@ -187,7 +219,8 @@ mod tests {
     #[test]
     fn interior_damage_keeps_later_frames() {
         let (mut log, pos) = log_of(&[(0, 2, b"ab"), (2, 3, b"cdefgh"), (5, 1, b"i")]);
-        log[pos[1] as usize + 70] ^= 0x40;
+        // A payload byte of the middle frame (its header is 64 bytes).
+        log[pos[1] as usize + 66] ^= 0x40;
         let (items, end) = collect(&log);
         assert_eq!(items.len(), 3);
         assert_eq!(
@@ -211,7 +244,14 @@ mod tests {
             *b = 0;
         }
         let (items, end) = collect(&log);
-        assert!(matches!(items[1], ScanItem::Damage(Damage { first_offset: 2, end_offset: 5, .. })));
+        assert!(matches!(
+            items[1],
+            ScanItem::Damage(Damage {
+                first_offset: 2,
+                end_offset: 5,
+                ..
+            })
+        ));
         assert_eq!(end.next_offset, 6);
     }
 }

@@ -25,6 +25,7 @@ use super::index::{
     encode_offset_entry, encode_time_entry, valid_offset_entries, valid_time_entries, IndexFile,
     OffsetEntry, TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
+use super::map_cache::MapCache;
 use super::mapped_file::MappedFile;
 use super::scan::{scan, ScanItem};
 
@@ -132,7 +133,11 @@ impl ActiveSegment {
             config.effective_segment_bytes(),
             config.preallocate_chunk_bytes,
         )?;
-        log.reserve(config.preallocate_chunk_bytes.min(config.effective_segment_bytes()))?;
+        log.reserve(
+            config
+                .preallocate_chunk_bytes
+                .min(config.effective_segment_bytes()),
+        )?;
         let index = MappedFile::create(
             &segment_path(dir, base_offset, "index"),
             config.max_index_entries() * OFFSET_ENTRY_LEN as u64,
@@ -257,7 +262,8 @@ impl SealedSegment {
     ) -> SealedSegment {
         let data_len = active.end_position();
         let seg = SealedSegment::on_disk(dir, active.base_offset, end_offset, data_len, config);
-        seg.max_timestamp_ms.store(max_timestamp_ms, Ordering::Relaxed);
+        seg.max_timestamp_ms
+            .store(max_timestamp_ms, Ordering::Relaxed);
         seg.needs_trim.store(true, Ordering::Relaxed);
         *seg.slot.lock().expect("fresh mutex") = Some(Arc::new(SealedMaps {
             log: active.log.clone(),
@@ -311,12 +317,18 @@ impl SealedSegment {
     }
 
     /// Largest batch timestamp, opening the segment if it is not known yet.
-    pub fn max_timestamp_ms(&self) -> Result<i64> {
+    /// A segment opened here is registered in `cache` like one opened by a
+    /// read, so time lookups and retention passes stay within the map bound.
+    pub fn max_timestamp_ms(self: &Arc<Self>, cache: &MapCache) -> Result<i64> {
         let known = self.max_timestamp_ms.load(Ordering::Relaxed);
         if known != i64::MIN {
             return Ok(known);
         }
-        Ok(self.maps()?.0.max_timestamp_ms)
+        let (maps, opened) = self.maps()?;
+        if opened {
+            cache.opened(self);
+        }
+        Ok(maps.max_timestamp_ms)
     }
 
     /// Unmaps the files (readers holding views keep theirs). Segments that
@@ -356,7 +368,11 @@ impl SealedSegment {
             data_len,
             max_timestamp_ms,
         } = maps;
-        match (Arc::try_unwrap(log), Arc::try_unwrap(index), Arc::try_unwrap(time_index)) {
+        match (
+            Arc::try_unwrap(log),
+            Arc::try_unwrap(index),
+            Arc::try_unwrap(time_index),
+        ) {
             (Ok(log), Ok(index), Ok(time_index)) => {
                 let (index_len, time_len) = (index.valid_bytes(), time_index.valid_bytes());
                 log.trim(data_len)?;
@@ -432,11 +448,18 @@ fn open_sealed(dir: &Path, base: u64, end_offset: u64, interval: u64) -> Result<
     };
     // Walk the last stretch to find where the frames end.
     let mut tail_max_ts = i64::MIN;
-    let end = scan(log.slice(0, file_len as usize), start_pos, start_off, |item| {
-        if let ScanItem::Frame { header, .. } = item {
-            tail_max_ts = tail_max_ts.max(header.meta.max_timestamp_ms);
-        }
-    });
+    let mut last_base = None;
+    let end = scan(
+        log.slice(0, file_len as usize),
+        start_pos,
+        start_off,
+        |item| {
+            if let ScanItem::Frame { header, .. } = item {
+                tail_max_ts = tail_max_ts.max(header.meta.max_timestamp_ms);
+                last_base = Some(header.base_offset);
+            }
+        },
+    );
     let mut data_len = if end.torn_bytes == 0 {
         end.position
     } else {
@@ -461,9 +484,17 @@ fn open_sealed(dir: &Path, base: u64, end_offset: u64, interval: u64) -> Result<
         .as_ref()
         .map(|f| valid_time_entries(f.slice(0, f.allocated() as usize), next_relative))
         .unwrap_or(0);
-    let time_ok = time_index
-        .as_ref()
-        .is_some_and(|f| index_consistent(f, time_entries, TIME_ENTRY_LEN));
+    // The roll writes a time entry for the last batch, so the time index
+    // ends at it; one that ends earlier is short, and its last entry would
+    // understate the segment's largest timestamp.
+    let time_ok = time_index.as_ref().is_some_and(|f| {
+        let last_rel = time_entries.checked_sub(1).map(|i| {
+            let at = u64::from(i) * TIME_ENTRY_LEN as u64;
+            super::index::decode_time_entry(f.slice(at, TIME_ENTRY_LEN)).relative_offset
+        });
+        index_consistent(f, time_entries, TIME_ENTRY_LEN)
+            && last_base.map(|b| (b - base) as u32) == last_rel
+    });
 
     let (index, time_index) = if index_ok && time_ok {
         let index = index.expect("checked");
@@ -471,7 +502,11 @@ fn open_sealed(dir: &Path, base: u64, end_offset: u64, interval: u64) -> Result<
         trim_index_if_longer(&index_path, index, index_entries, OFFSET_ENTRY_LEN)?;
         trim_index_if_longer(&time_path, time_index, time_entries, TIME_ENTRY_LEN)?;
         (
-            IndexFile::new(open_ro_or_empty(&index_path)?, OFFSET_ENTRY_LEN, index_entries),
+            IndexFile::new(
+                open_ro_or_empty(&index_path)?,
+                OFFSET_ENTRY_LEN,
+                index_entries,
+            ),
             IndexFile::new(open_ro_or_empty(&time_path)?, TIME_ENTRY_LEN, time_entries),
         )
     } else {
@@ -510,10 +545,19 @@ fn open_ro_or_empty(path: &Path) -> Result<MappedFile> {
 fn index_consistent(file: &MappedFile, entries: u32, entry_len: usize) -> bool {
     let valid = u64::from(entries) * entry_len as u64;
     let len = file.allocated();
-    valid <= len && file.slice(valid, (len - valid) as usize).iter().all(|&b| b == 0)
+    valid <= len
+        && file
+            .slice(valid, (len - valid) as usize)
+            .iter()
+            .all(|&b| b == 0)
 }
 
-fn trim_index_if_longer(path: &Path, file: MappedFile, entries: u32, entry_len: usize) -> Result<()> {
+fn trim_index_if_longer(
+    path: &Path,
+    file: MappedFile,
+    entries: u32,
+    entry_len: usize,
+) -> Result<()> {
     let valid = u64::from(entries) * entry_len as u64;
     let len = file.allocated();
     drop(file);
@@ -555,9 +599,10 @@ fn rebuild_indexes(
     // The final batch always gets a time entry so the segment's largest
     // timestamp is known from the time index alone.
     if let Some(last) = cursor.last_batch {
-        let last_entry = times.len().checked_sub(TIME_ENTRY_LEN).map(|at| {
-            super::index::decode_time_entry(&times[at..])
-        });
+        let last_entry = times
+            .len()
+            .checked_sub(TIME_ENTRY_LEN)
+            .map(|at| super::index::decode_time_entry(&times[at..]));
         if last_entry.is_none_or(|e| e.relative_offset < last.relative_offset) {
             times.extend_from_slice(&encode_time_entry(last));
         }
@@ -592,8 +637,14 @@ mod tests {
     #[test]
     fn names_sort_and_parse() {
         assert_eq!(stem(42), "00000000000000000042");
-        assert_eq!(parse_segment_name("00000000000000000042.log", "log"), Some(42));
+        assert_eq!(
+            parse_segment_name("00000000000000000042.log", "log"),
+            Some(42)
+        );
         assert_eq!(parse_segment_name("0042.log", "log"), None);
-        assert_eq!(parse_segment_name("00000000000000000042.index", "log"), None);
+        assert_eq!(
+            parse_segment_name("00000000000000000042.index", "log"),
+            None
+        );
     }
 }

@@ -15,7 +15,12 @@ pub fn strata(b: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn strata");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().expect("strata output")
 }
 
@@ -32,7 +37,11 @@ fn ok(out: &Output) -> String {
 #[test]
 fn produce_then_consume_round_trip() {
     let b = BrokerProcess::start();
-    ok(&strata(&b, &["topic", "create", "orders", "--partitions", "3"], ""));
+    ok(&strata(
+        &b,
+        &["topic", "create", "orders", "--partitions", "3"],
+        "",
+    ));
     let listed = ok(&strata(&b, &["topic", "list"], ""));
     assert!(listed.contains("orders"), "{listed}");
 
@@ -61,11 +70,39 @@ fn produce_then_consume_round_trip() {
         }
     }
     // JSON output and replay of one partition from offset 0.
-    let json = ok(&strata(&b, &["consume", "orders", "--partition", "0", "--offset", "0", "--format", "json"], ""));
+    let json = ok(&strata(
+        &b,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            "0",
+            "--format",
+            "json",
+        ],
+        "",
+    ));
     for line in json.lines() {
-        assert!(line.starts_with('{') && line.contains("\"partition\":0") && line.contains("\"offset\":"), "{line}");
+        assert!(
+            line.starts_with('{')
+                && line.contains("\"partition\":0")
+                && line.contains("\"offset\":"),
+            "{line}"
+        );
     }
-    let limited = ok(&strata(&b, &["consume", "orders", "--from-beginning", "--max-records", "4"], ""));
+    let limited = ok(&strata(
+        &b,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--max-records",
+            "4",
+        ],
+        "",
+    ));
     assert_eq!(limited.lines().count(), 4);
     let described = ok(&strata(&b, &["topic", "describe", "orders"], ""));
     assert!(described.contains("orders"), "{described}");
@@ -78,7 +115,10 @@ fn errors_are_one_line_and_exit_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: ") && err.contains("NOT_FOUND") && err.contains("missing"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("NOT_FOUND") && err.contains("missing"),
+        "{err}"
+    );
     let out = strata(&b, &["topic", "create", "bad name"], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT"));

@@ -7,8 +7,8 @@ use strata::proto::v1::consume_event::Event;
 use strata::proto::v1::groups_client::GroupsClient;
 use strata::proto::v1::{
     CommitOffsetsRequest, ConsumeRequest, DeleteGroupRequest, DescribeGroupRequest,
-    FetchOffsetsRequest, HeartbeatRequest, HeartbeatResponse, LeaveGroupRequest,
-    ListGroupsRequest, PartitionOffset, ResetOffsetsRequest, ResetTo, TopicPartitions,
+    FetchOffsetsRequest, HeartbeatRequest, HeartbeatResponse, LeaveGroupRequest, ListGroupsRequest,
+    PartitionOffset, ResetOffsetsRequest, ResetTo, TopicPartitions,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -34,7 +34,12 @@ struct Member {
 
 impl Member {
     async fn join(g: &mut GroupsClient<Channel>, group: &str, session_timeout_ms: u32) -> Member {
-        let mut m = Member { id: String::new(), epoch: 0, owned: BTreeSet::new(), session_timeout_ms };
+        let mut m = Member {
+            id: String::new(),
+            epoch: 0,
+            owned: BTreeSet::new(),
+            session_timeout_ms,
+        };
         m.beat(g, group).await;
         m
     }
@@ -47,7 +52,10 @@ impl Member {
                 member_epoch: self.epoch,
                 topics: vec!["t".into()],
                 session_timeout_ms: self.session_timeout_ms,
-                owned: vec![TopicPartitions { topic: "t".into(), partitions: self.owned.iter().copied().collect() }],
+                owned: vec![TopicPartitions {
+                    topic: "t".into(),
+                    partitions: self.owned.iter().copied().collect(),
+                }],
             })
             .await
             .unwrap()
@@ -55,7 +63,11 @@ impl Member {
         self.id = resp.member_id.clone();
         self.epoch = resp.member_epoch;
         // Adopt the assignment at once (release revoked partitions).
-        self.owned = resp.assignment.iter().flat_map(|t| t.partitions.iter().copied()).collect();
+        self.owned = resp
+            .assignment
+            .iter()
+            .flat_map(|t| t.partitions.iter().copied())
+            .collect();
         resp
     }
 }
@@ -105,19 +117,33 @@ async fn members_share_partitions_and_rebalance_on_leave_and_expiry() {
         Member::join(&mut g, "billing", 10_000).await,
         Member::join(&mut g, "billing", 500).await,
     ];
-    beat_until(&mut g, "billing", &mut members, |m| disjoint_cover(m, 6, &[2, 2, 2])).await;
+    beat_until(&mut g, "billing", &mut members, |m| {
+        disjoint_cover(m, 6, &[2, 2, 2])
+    })
+    .await;
 
     // A clean leave: the others cover all six within one heartbeat each.
     let gone = members.remove(0);
-    g.leave_group(LeaveGroupRequest { group: "billing".into(), member_id: gone.id.clone() }).await.unwrap();
-    let rounds = beat_until(&mut g, "billing", &mut members, |m| disjoint_cover(m, 6, &[3, 3])).await;
+    g.leave_group(LeaveGroupRequest {
+        group: "billing".into(),
+        member_id: gone.id.clone(),
+    })
+    .await
+    .unwrap();
+    let rounds = beat_until(&mut g, "billing", &mut members, |m| {
+        disjoint_cover(m, 6, &[3, 3])
+    })
+    .await;
     assert!(rounds <= 2, "reassigned after {rounds} heartbeat rounds");
 
     // The member with a 500 ms session stops heartbeating: expelled, and its
     // partitions reach the survivor.
     let silent = members.pop().unwrap();
     let mut survivor = members;
-    beat_until(&mut g, "billing", &mut survivor, |m| disjoint_cover(m, 6, &[6])).await;
+    beat_until(&mut g, "billing", &mut survivor, |m| {
+        disjoint_cover(m, 6, &[6])
+    })
+    .await;
     // The expelled member's heartbeat is refused.
     let mut silent = silent;
     let e = g
@@ -140,7 +166,9 @@ async fn commits_are_fenced_and_survive_kill_9_with_correct_lag() {
     create_topic(&b, "t", 2).await;
     let mut log = b.log().await;
     for i in 0..10 {
-        log.produce(produce_req("t", Some(i % 2), vec![record(b"x")])).await.unwrap();
+        log.produce(produce_req("t", Some(i % 2), vec![record(b"x")]))
+            .await
+            .unwrap();
     }
     let mut g = groups(&b).await;
     let mut m = Member::join(&mut g, "pay", 10_000).await;
@@ -148,47 +176,117 @@ async fn commits_are_fenced_and_survive_kill_9_with_correct_lag() {
         group: "pay".into(),
         member_id: member,
         member_epoch: epoch,
-        offsets: vec![PartitionOffset { topic: "t".into(), partition: 0, offset, metadata: "m".into() }],
+        offsets: vec![PartitionOffset {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            metadata: "m".into(),
+        }],
     };
-    g.commit_offsets(commit(m.id.clone(), m.epoch, 3)).await.unwrap();
-    let e = g.commit_offsets(commit(m.id.clone(), m.epoch - 1, 4)).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
-    let e = g.commit_offsets(commit("stranger".into(), 1, 4)).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
-    let e = g.commit_offsets(commit(m.id.clone(), m.epoch, 99)).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "past the high watermark");
+    g.commit_offsets(commit(m.id.clone(), m.epoch, 3))
+        .await
+        .unwrap();
     let e = g
-        .delete_group(DeleteGroupRequest { group: "pay".into() })
+        .commit_offsets(commit(m.id.clone(), m.epoch - 1, 4))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "live members block a delete");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    let e = g
+        .commit_offsets(commit("stranger".into(), 1, 4))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = g
+        .commit_offsets(commit(m.id.clone(), m.epoch, 99))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "past the high watermark");
+    let e = g
+        .delete_group(DeleteGroupRequest {
+            group: "pay".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "live members block a delete"
+    );
     m.beat(&mut g, "pay").await;
 
     b.kill();
     b.restart();
     let mut g = groups(&b).await;
     let offsets = g
-        .fetch_offsets(FetchOffsetsRequest { group: "pay".into(), partitions: vec![] })
+        .fetch_offsets(FetchOffsetsRequest {
+            group: "pay".into(),
+            partitions: vec![],
+        })
         .await
         .unwrap()
         .into_inner()
         .offsets;
     assert_eq!(offsets.len(), 1);
     assert_eq!((offsets[0].offset, offsets[0].metadata.as_str()), (3, "m"));
-    let d = g.describe_group(DescribeGroupRequest { group: "pay".into() }).await.unwrap().into_inner();
-    assert_eq!(d.state, "Empty", "members do not survive a restart; offsets do");
-    let lag: BTreeMap<u32, (u64, u64)> = d.lag.iter().map(|l| (l.partition, (l.lag, l.lag_ms))).collect();
+    let d = g
+        .describe_group(DescribeGroupRequest {
+            group: "pay".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.state, "Empty",
+        "members do not survive a restart; offsets do"
+    );
+    let lag: BTreeMap<u32, (u64, u64)> = d
+        .lag
+        .iter()
+        .map(|l| (l.partition, (l.lag, l.lag_ms)))
+        .collect();
     assert_eq!(lag[&0].0, 2, "5 records in partition 0, committed 3");
-    assert_eq!(lag[&1].0, 5, "nothing committed in partition 1: all 5 are lag");
-    assert!(lag[&0].1 > 0, "lag in ms is the age of the oldest unconsumed record");
+    assert_eq!(
+        lag[&1].0, 5,
+        "nothing committed in partition 1: all 5 are lag"
+    );
+    assert!(
+        lag[&0].1 > 0,
+        "lag in ms is the age of the oldest unconsumed record"
+    );
     // With no live members, a standalone consumer may commit.
-    g.commit_offsets(commit(String::new(), -1, 5)).await.unwrap();
-    let d = g.describe_group(DescribeGroupRequest { group: "pay".into() }).await.unwrap().into_inner();
-    assert_eq!(d.lag.iter().find(|l| l.partition == 0).unwrap().lag_ms, 0, "caught up");
-    let listed = g.list_groups(ListGroupsRequest {}).await.unwrap().into_inner().groups;
+    g.commit_offsets(commit(String::new(), -1, 5))
+        .await
+        .unwrap();
+    let d = g
+        .describe_group(DescribeGroupRequest {
+            group: "pay".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.lag.iter().find(|l| l.partition == 0).unwrap().lag_ms,
+        0,
+        "caught up"
+    );
+    let listed = g
+        .list_groups(ListGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
     assert_eq!(listed.len(), 1);
-    g.delete_group(DeleteGroupRequest { group: "pay".into() }).await.unwrap();
-    let e = g.describe_group(DescribeGroupRequest { group: "pay".into() }).await.unwrap_err();
+    g.delete_group(DeleteGroupRequest {
+        group: "pay".into(),
+    })
+    .await
+    .unwrap();
+    let e = g
+        .describe_group(DescribeGroupRequest {
+            group: "pay".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
 
@@ -204,21 +302,33 @@ impl Stream {
     async fn open(b: &BrokerProcess, group: &str) -> Stream {
         let mut inner = groups(b)
             .await
-            .consume(ConsumeRequest { group: group.into(), topics: vec!["t".into()], auto_offset_reset: 0 })
+            .consume(ConsumeRequest {
+                group: group.into(),
+                topics: vec!["t".into()],
+                auto_offset_reset: 0,
+            })
             .await
             .unwrap()
             .into_inner();
         let Some(Event::Joined(j)) = inner.message().await.unwrap().unwrap().event else {
             panic!("first event is joined")
         };
-        Stream { inner, member_id: j.member_id, epoch: j.member_epoch, owned: BTreeSet::new() }
+        Stream {
+            inner,
+            member_id: j.member_id,
+            epoch: j.member_epoch,
+            owned: BTreeSet::new(),
+        }
     }
 
     /// The next batch of records as (partition, offset, value), applying
     /// assignment events on the way. `None` if nothing comes within `wait`.
     async fn next_records(&mut self, wait: Duration) -> Option<Vec<(u32, u64, Vec<u8>)>> {
         loop {
-            let msg = tokio::time::timeout(wait, self.inner.message()).await.ok()?.unwrap()?;
+            let msg = tokio::time::timeout(wait, self.inner.message())
+                .await
+                .ok()?
+                .unwrap()?;
             match msg.event? {
                 Event::Records(r) => {
                     let batch = r.batch.unwrap();
@@ -233,7 +343,11 @@ impl Stream {
                 }
                 Event::Assignment(a) => {
                     self.epoch = a.member_epoch;
-                    self.owned = a.partitions.iter().flat_map(|t| t.partitions.iter().copied()).collect();
+                    self.owned = a
+                        .partitions
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().copied())
+                        .collect();
                 }
                 Event::Joined(_) => panic!("joined twice"),
             }
@@ -247,14 +361,24 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
     create_topic(&b, "t", 4).await;
     let mut log = b.log().await;
     for i in 0..40u32 {
-        log.produce(produce_req("t", Some(i % 4), vec![record(format!("r{i}").as_bytes())])).await.unwrap();
+        log.produce(produce_req(
+            "t",
+            Some(i % 4),
+            vec![record(format!("r{i}").as_bytes())],
+        ))
+        .await
+        .unwrap();
     }
     let mut s1 = Stream::open(&b, "ship").await;
     let mut s2 = Stream::open(&b, "ship").await;
     let mut seen: BTreeMap<(u32, u64), Vec<u8>> = BTreeMap::new();
     let start = Instant::now();
     while seen.len() < 40 {
-        assert!(start.elapsed() < PATIENCE, "only {} of 40 records arrived", seen.len());
+        assert!(
+            start.elapsed() < PATIENCE,
+            "only {} of 40 records arrived",
+            seen.len()
+        );
         for s in [&mut s1, &mut s2] {
             if let Some(records) = s.next_records(Duration::from_millis(200)).await {
                 for (p, o, v) in records {
@@ -272,7 +396,10 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
     for s in [&mut s1, &mut s2] {
         while s.next_records(Duration::from_millis(300)).await.is_some() {}
     }
-    assert!(s1.owned.is_disjoint(&s2.owned), "no partition has two owners");
+    assert!(
+        s1.owned.is_disjoint(&s2.owned),
+        "no partition has two owners"
+    );
     assert_eq!(s1.owned.len() + s2.owned.len(), 4);
     // Commit everything, then check nothing more arrives (exactly once when stable).
     let mut g = groups(&b).await;
@@ -280,7 +407,12 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
         let offsets = s
             .owned
             .iter()
-            .map(|p| PartitionOffset { topic: "t".into(), partition: *p, offset: 10, metadata: String::new() })
+            .map(|p| PartitionOffset {
+                topic: "t".into(),
+                partition: *p,
+                offset: 10,
+                metadata: String::new(),
+            })
             .collect();
         g.commit_offsets(CommitOffsetsRequest {
             group: "ship".into(),
@@ -310,7 +442,11 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
     let mut replayed = BTreeSet::new();
     let start = Instant::now();
     while replayed.len() < 20 {
-        assert!(start.elapsed() < PATIENCE, "replay stalled at {}", replayed.len());
+        assert!(
+            start.elapsed() < PATIENCE,
+            "replay stalled at {}",
+            replayed.len()
+        );
         for s in [&mut s1, &mut s2] {
             if let Some(records) = s.next_records(Duration::from_millis(200)).await {
                 for (p, o, _) in records {
@@ -326,7 +462,12 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
             group: "ship".into(),
             member_id: s1.member_id.clone(),
             member_epoch: old_epoch,
-            offsets: vec![PartitionOffset { topic: "t".into(), partition: *s1.owned.iter().next().unwrap(), offset: 7, metadata: String::new() }],
+            offsets: vec![PartitionOffset {
+                topic: "t".into(),
+                partition: *s1.owned.iter().next().unwrap(),
+                offset: 7,
+                metadata: String::new(),
+            }],
         })
         .await
         .unwrap_err();
@@ -335,7 +476,10 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
     drop(s2);
     let start = Instant::now();
     while s1.owned.len() < 4 {
-        assert!(start.elapsed() < PATIENCE, "partitions never moved to the remaining stream");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "partitions never moved to the remaining stream"
+        );
         let _ = s1.next_records(Duration::from_millis(200)).await;
     }
     // dry_run moves nothing.
@@ -352,7 +496,10 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
         .into_inner();
     assert!(preview.offsets.iter().all(|o| o.offset == 0));
     let committed = g
-        .fetch_offsets(FetchOffsetsRequest { group: "ship".into(), partitions: vec![] })
+        .fetch_offsets(FetchOffsetsRequest {
+            group: "ship".into(),
+            partitions: vec![],
+        })
         .await
         .unwrap()
         .into_inner()

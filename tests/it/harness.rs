@@ -35,6 +35,14 @@ impl BrokerProcess {
         b
     }
 
+    /// Starts a broker on a fresh temp dir with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> BrokerProcess {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut b = BrokerProcess::start_in(temp.path(), extra);
+        b._temp = Some(temp);
+        b
+    }
+
     /// Starts a broker on `data_dir` with extra `serve` arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -99,7 +107,9 @@ impl BrokerProcess {
     /// SIGTERM, wait for the exit (keeping this test's runtime running, so
     /// its client connections can close), and return whether it was status 0.
     pub async fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
         // SAFETY: kill(2) with a pid we own and a valid signal.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
@@ -132,7 +142,8 @@ impl BrokerProcess {
 
     /// Anonymous (heap) memory of the broker in KiB, from /proc.
     pub fn rss_anon_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("RssAnon:"))

@@ -52,11 +52,20 @@ fn fetch_req(topic: &str, partition: u32, offset: u64) -> FetchRequest {
 
 /// Fetches everything from `offset` to the high watermark, flattening records
 /// into (offset, record).
-pub async fn fetch_all(b: &BrokerProcess, topic: &str, partition: u32, mut offset: u64) -> Vec<(u64, Record)> {
+pub async fn fetch_all(
+    b: &BrokerProcess,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Vec<(u64, Record)> {
     let mut log = b.log().await;
     let mut out = Vec::new();
     loop {
-        let resp = log.fetch(fetch_req(topic, partition, offset)).await.expect("fetch").into_inner();
+        let resp = log
+            .fetch(fetch_req(topic, partition, offset))
+            .await
+            .expect("fetch")
+            .into_inner();
         for batch in resp.batches {
             for (i, r) in batch.records.into_iter().enumerate() {
                 out.push((batch.base_offset + i as u64, r));
@@ -73,13 +82,19 @@ fn arb_record() -> impl Strategy<Value = Record> {
     (
         proptest::collection::vec(any::<u8>(), 0..20),
         proptest::collection::vec(any::<u8>(), 0..300),
-        proptest::collection::vec(("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..10)), 0..3),
+        proptest::collection::vec(
+            ("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..10)),
+            0..3,
+        ),
         0i64..2_000_000_000_000,
     )
         .prop_map(|(key, value, headers, ts)| Record {
             key,
             value,
-            headers: headers.into_iter().map(|(key, value)| Header { key, value }).collect(),
+            headers: headers
+                .into_iter()
+                .map(|(key, value)| Header { key, value })
+                .collect(),
             timestamp_ms: ts,
         })
 }
@@ -116,10 +131,18 @@ async fn fetch_starts_exactly_at_any_offset_inside_a_batch() {
     let b = BrokerProcess::start();
     create_topic(&b, "mid", 1).await;
     let mut log = b.log().await;
-    let records: Vec<_> = (0..10).map(|i| record(format!("v{i}").as_bytes())).collect();
-    log.produce(produce_req("mid", Some(0), records)).await.unwrap();
+    let records: Vec<_> = (0..10)
+        .map(|i| record(format!("v{i}").as_bytes()))
+        .collect();
+    log.produce(produce_req("mid", Some(0), records))
+        .await
+        .unwrap();
     for start in 0..10u64 {
-        let resp = log.fetch(fetch_req("mid", 0, start)).await.unwrap().into_inner();
+        let resp = log
+            .fetch(fetch_req("mid", 0, start))
+            .await
+            .unwrap()
+            .into_inner();
         let first = &resp.batches[0];
         assert_eq!(first.base_offset, start);
         assert_eq!(first.records[0].value, format!("v{start}").into_bytes());
@@ -127,7 +150,11 @@ async fn fetch_starts_exactly_at_any_offset_inside_a_batch() {
         assert_eq!(resp.high_watermark, 10);
     }
     // At the end: empty, not an error.
-    let resp = log.fetch(fetch_req("mid", 0, 10)).await.unwrap().into_inner();
+    let resp = log
+        .fetch(fetch_req("mid", 0, 10))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(resp.batches.is_empty());
     // Past the end: OUT_OF_RANGE naming the valid range.
     let err = log.fetch(fetch_req("mid", 0, 11)).await.unwrap_err();
@@ -149,7 +176,9 @@ async fn long_poll_is_woken_by_a_produce() {
     let mut log = b.log().await;
     // Give the poll a chance to be registered first is not needed: if the
     // produce lands before the fetch, the fetch returns the data at once.
-    log.produce(produce_req("lp", Some(0), vec![record(b"wake")])).await.unwrap();
+    log.produce(produce_req("lp", Some(0), vec![record(b"wake")]))
+        .await
+        .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(20), poll)
         .await
         .expect("long poll returned before its 30 s deadline")
@@ -169,9 +198,13 @@ async fn subscribe_streams_history_then_live_records() {
     create_topic(&b, "sub", 1).await;
     let mut log = b.log().await;
     for i in 0..3 {
-        log.produce(produce_req("sub", Some(0), vec![record(format!("old{i}").as_bytes())]))
-            .await
-            .unwrap();
+        log.produce(produce_req(
+            "sub",
+            Some(0),
+            vec![record(format!("old{i}").as_bytes())],
+        ))
+        .await
+        .unwrap();
     }
     let mut stream = log
         .subscribe(SubscribeRequest {
@@ -194,7 +227,11 @@ async fn subscribe_streams_history_then_live_records() {
     assert_eq!(seen, vec![(1, b"old1".to_vec()), (2, b"old2".to_vec())]);
     let mut producer = b.log().await;
     producer
-        .produce(produce_req("sub", Some(0), vec![record(b"new3"), record(b"new4")]))
+        .produce(produce_req(
+            "sub",
+            Some(0),
+            vec![record(b"new3"), record(b"new4")],
+        ))
         .await
         .unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(20), stream.message())
@@ -220,18 +257,37 @@ async fn keys_pick_stable_partitions_and_keyless_requests_rotate() {
                 value: format!("{round}").into_bytes(),
                 ..Default::default()
             };
-            let resp = log.produce(produce_req("keys", None, vec![r])).await.unwrap().into_inner();
+            let resp = log
+                .produce(produce_req("keys", None, vec![r]))
+                .await
+                .unwrap()
+                .into_inner();
             let p = resp.appends[0].partition;
-            assert_eq!(*partitions_of_key.entry(key).or_insert(p), p, "a key always maps to one partition");
-            assert_eq!(p, strata::broker::produce::partition_for_key(format!("user-{k}").as_bytes(), 4));
+            assert_eq!(
+                *partitions_of_key.entry(key).or_insert(p),
+                p,
+                "a key always maps to one partition"
+            );
+            assert_eq!(
+                p,
+                strata::broker::produce::partition_for_key(format!("user-{k}").as_bytes(), 4)
+            );
         }
     }
     let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {
-        let resp = log.produce(produce_req("keys", None, vec![record(b"x")])).await.unwrap().into_inner();
+        let resp = log
+            .produce(produce_req("keys", None, vec![record(b"x")]))
+            .await
+            .unwrap()
+            .into_inner();
         seen.insert(resp.appends[0].partition);
     }
-    assert_eq!(seen.len(), 4, "keyless requests rotate over every partition");
+    assert_eq!(
+        seen.len(),
+        4,
+        "keyless requests rotate over every partition"
+    );
 }
 
 #[tokio::test]
@@ -282,36 +338,66 @@ async fn errors_say_what_is_wrong_and_change_nothing() {
         .unwrap();
     let mut log = b.log().await;
 
-    let e = code(log.produce(produce_req("nope", None, vec![record(b"x")])).await);
+    let e = code(
+        log.produce(produce_req("nope", None, vec![record(b"x")]))
+            .await,
+    );
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("'nope'"));
-    let e = code(log.produce(produce_req("small", Some(2), vec![record(b"x")])).await);
+    let e = code(
+        log.produce(produce_req("small", Some(2), vec![record(b"x")]))
+            .await,
+    );
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("0..2"), "{}", e.message());
     let e = code(log.produce(produce_req("small", Some(0), vec![])).await);
     assert_eq!(e.code(), Code::InvalidArgument);
     // At the limit is fine, one byte over is refused.
     // An encoded record of 98 value bytes is 100 bytes (1 tag byte, 1 length byte).
-    let at_limit = Record { value: vec![1; 98], ..Default::default() };
-    log.produce(produce_req("small", Some(0), vec![at_limit])).await.unwrap();
-    let over = Record { value: vec![1; 99], ..Default::default() };
-    let e = code(log.produce(produce_req("small", Some(0), vec![record(b"ok"), over])).await);
+    let at_limit = Record {
+        value: vec![1; 98],
+        ..Default::default()
+    };
+    log.produce(produce_req("small", Some(0), vec![at_limit]))
+        .await
+        .unwrap();
+    let over = Record {
+        value: vec![1; 99],
+        ..Default::default()
+    };
+    let e = code(
+        log.produce(produce_req("small", Some(0), vec![record(b"ok"), over]))
+            .await,
+    );
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("100"), "{}", e.message());
     let mut bad_acks = produce_req("small", Some(0), vec![record(b"x")]);
     bad_acks.acks = 7;
-    assert_eq!(code(log.produce(bad_acks).await).code(), Code::InvalidArgument);
+    assert_eq!(
+        code(log.produce(bad_acks).await).code(),
+        Code::InvalidArgument
+    );
     let mut huge_fetch = fetch_req("small", 0, 0);
     huge_fetch.max_bytes = u32::MAX;
-    assert_eq!(code(log.fetch(huge_fetch).await).code(), Code::InvalidArgument);
+    assert_eq!(
+        code(log.fetch(huge_fetch).await).code(),
+        Code::InvalidArgument
+    );
     let e = code(
-        log.list_offsets(ListOffsetsRequest { topic: "small".into(), partition: 0, spec: 9, timestamp_ms: 0 })
-            .await,
+        log.list_offsets(ListOffsetsRequest {
+            topic: "small".into(),
+            partition: 0,
+            spec: 9,
+            timestamp_ms: 0,
+        })
+        .await,
     );
     assert_eq!(e.code(), Code::InvalidArgument);
     // Nothing the rejected requests carried was written.
     let d = admin
-        .describe_topic(DescribeTopicRequest { name: "small".into() })
+        .describe_topic(DescribeTopicRequest {
+            name: "small".into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -330,26 +416,37 @@ async fn a_subscriber_that_stops_reading_costs_bounded_memory() {
     let _stalled = b
         .log()
         .await
-        .subscribe(SubscribeRequest { topic: "slow".into(), partition: 0, offset: 0 })
+        .subscribe(SubscribeRequest {
+            topic: "slow".into(),
+            partition: 0,
+            offset: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     let before = b.rss_anon_kib();
     let value = vec![7u8; 100_000];
     for _ in 0..1000 {
-        log.produce(produce_req("slow", Some(0), vec![record(&value)])).await.unwrap();
+        log.produce(produce_req("slow", Some(0), vec![record(&value)]))
+            .await
+            .unwrap();
     }
     let after = b.rss_anon_kib();
     let d = b
         .admin()
         .await
-        .describe_topic(DescribeTopicRequest { name: "slow".into() })
+        .describe_topic(DescribeTopicRequest {
+            name: "slow".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .topic
         .unwrap();
-    assert_eq!(d.partitions[0].high_watermark, 1000, "the producer was never blocked");
+    assert_eq!(
+        d.partitions[0].high_watermark, 1000,
+        "the producer was never blocked"
+    );
     // 100 MB went through; the stalled stream may buffer a few fetches' worth.
     assert!(
         after.saturating_sub(before) < 48 * 1024,
@@ -361,4 +458,44 @@ async fn a_subscriber_that_stops_reading_costs_bounded_memory() {
 /// The error of a call that must fail.
 fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Status {
     r.expect_err("the call must fail")
+}
+
+#[tokio::test]
+async fn request_size_limit_is_ours_on_both_sides_of_tonics_limit() {
+    // Strata's limit: 1 MiB; tonic's own sits 1 MiB above it.
+    let b = BrokerProcess::start_with(&["--max-request-bytes", "1048576"]);
+    create_topic(&b, "big", 1).await;
+    let mut log = b.log().await;
+    let values = |total: usize| -> Vec<Record> {
+        (0..total / 100_000)
+            .map(|_| record(&vec![3u8; 99_990]))
+            .collect()
+    };
+    // Under the limit: accepted.
+    log.produce(produce_req("big", Some(0), values(1_000_000)))
+        .await
+        .unwrap();
+    // Over Strata's limit but under tonic's: our check answers.
+    let e = code(
+        log.produce(produce_req("big", Some(0), values(1_500_000)))
+            .await,
+    );
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("max_request_bytes"), "{}", e.message());
+    // Over tonic's limit too: still our code and message, never OUT_OF_RANGE.
+    let e = code(
+        log.produce(produce_req("big", Some(0), values(3_000_000)))
+            .await,
+    );
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("max_request_bytes"), "{}", e.message());
+    let resp = log
+        .fetch(fetch_req("big", 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.high_watermark, 10,
+        "only the accepted request was written"
+    );
 }

@@ -1,4 +1,12 @@
 //! The one integration-test binary (linking is slow on two cores, so every
 //! integration test lives in a module here).
 
+mod admin_api;
+mod cli;
+mod groups_api;
+mod harness;
+mod log_api;
 mod storage_basic;
+mod storage_crash;
+mod storage_model;
+mod storage_recovery;

@@ -31,7 +31,9 @@ fn append_read_roll_reopen() {
     let mut expected = Vec::new();
     for i in 0..500u64 {
         let payload = format!("payload-{i}-").repeat((i % 7 + 1) as usize);
-        let info = log.append(&meta(2, 1000 + i as i64), &[payload.as_bytes()]).unwrap();
+        let info = log
+            .append(&meta(2, 1000 + i as i64), &[payload.as_bytes()])
+            .unwrap();
         assert_eq!(info.base_offset, i * 2);
         expected.push(payload);
     }
@@ -50,12 +52,18 @@ fn append_read_roll_reopen() {
         let r = log.read(0, u64::MAX).unwrap();
         assert_eq!(r.batches.len(), 500);
         // Time lookup.
-        assert_eq!(log.offset_for_timestamp(1250).unwrap().map(|x| x.0), Some(500));
+        assert_eq!(
+            log.offset_for_timestamp(1250).unwrap().map(|x| x.0),
+            Some(500)
+        );
         assert_eq!(log.offset_for_timestamp(0).unwrap().map(|x| x.0), Some(0));
         assert_eq!(log.offset_for_timestamp(999_999).unwrap(), None);
     };
     check(&log);
-    assert!(matches!(log.read(1001, 10), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(1001, 10),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     assert!(log.read(1000, 10).unwrap().batches.is_empty());
     log.close().unwrap();
     drop(log);
@@ -98,6 +106,12 @@ fn durable_appends_and_retention() {
     assert!(out.segments_deleted > 0);
     assert_eq!(after.segment_count, 1);
     assert!(after.log_start_offset > before.log_start_offset);
-    assert!(matches!(log.read(0, 10), Err(StorageError::OffsetOutOfRange { log_start, .. }) if log_start == after.log_start_offset));
-    assert!(!log.read(after.log_start_offset, 10).unwrap().batches.is_empty());
+    assert!(
+        matches!(log.read(0, 10), Err(StorageError::OffsetOutOfRange { log_start, .. }) if log_start == after.log_start_offset)
+    );
+    assert!(!log
+        .read(after.log_start_offset, 10)
+        .unwrap()
+        .batches
+        .is_empty());
 }
