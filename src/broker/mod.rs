@@ -32,7 +32,10 @@ pub use topics::{EffectiveTopicConfig, Partition, Topic, TopicOverrides};
 
 use crate::config::BrokerConfig;
 use crate::storage::fs::DirLock;
-use crate::storage::{now_ms, LogStats, MapCache, PartitionLog};
+use crate::storage::{now_ms, LogStats, MapCache, PartitionLog, StorageError};
+
+/// Written last on a clean shutdown, removed first at start-up.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
 /// A topic as `DescribeTopic` reports it.
 #[derive(Debug, Clone)]
@@ -83,6 +86,7 @@ impl Broker {
         })?;
         let cache = MapCache::new(config.limits.max_open_segment_maps as usize);
         let metas = metadata::load_all(&data_dir)?;
+        let clean = data_dir.join(CLEAN_SHUTDOWN_FILE).exists();
         remove_orphan_topic_dirs(&data_dir, &metas);
         let (shutdown, _) = watch::channel(false);
         let coordinator =
@@ -101,7 +105,7 @@ impl Broker {
         };
         let started = std::time::Instant::now();
         for meta in metas {
-            let topic = broker.open_topic(&meta)?;
+            let topic = broker.open_topic(&meta, clean)?;
             broker
                 .total_partitions
                 .fetch_add(topic.partition_count(), Ordering::Relaxed);
@@ -109,7 +113,15 @@ impl Broker {
                 .topics_write()
                 .insert(meta.name.clone(), Arc::new(topic));
         }
+        // From here on the data changes: a crash must not look clean.
+        if clean {
+            let marker = broker.data_dir.join(CLEAN_SHUTDOWN_FILE);
+            std::fs::remove_file(&marker)
+                .and_then(|()| crate::storage::fs::sync_dir(&broker.data_dir))
+                .map_err(|e| io(&marker, e))?;
+        }
         tracing::info!(
+            clean_shutdown_before = clean,
             topics = broker.topics_read().len(),
             partitions = broker.total_partitions.load(Ordering::Relaxed),
             took_ms = started.elapsed().as_millis() as u64,
@@ -132,11 +144,13 @@ impl Broker {
         self.topics.write().expect("topic registry lock poisoned")
     }
 
-    fn open_topic(&self, meta: &TopicMeta) -> Result<Topic> {
+    fn open_topic(&self, meta: &TopicMeta, clean: bool) -> Result<Topic> {
         let config = self.effective(&meta.overrides);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for id in 0..meta.partitions {
-            partitions.push(Arc::new(self.open_partition(&meta.name, id, &config)?));
+            partitions.push(Arc::new(
+                self.open_partition(&meta.name, id, &config, clean)?,
+            ));
         }
         Ok(Topic {
             name: meta.name.clone(),
@@ -153,10 +167,11 @@ impl Broker {
         topic: &str,
         id: u32,
         config: &EffectiveTopicConfig,
+        clean: bool,
     ) -> Result<Partition> {
         let dir = metadata::topic_dir(&self.data_dir, topic).join(id.to_string());
         let log_config = config.log_config(self.config.flush_interval_ms, self.config.flush_bytes);
-        let log = PartitionLog::open(&dir, log_config, self.cache.clone())?;
+        let log = PartitionLog::open_with(&dir, log_config, self.cache.clone(), clean)?;
         Ok(Partition::new(id, log))
     }
 
@@ -247,7 +262,7 @@ impl Broker {
             overrides,
         };
         // Partition directories first; the metadata file commits the create.
-        let topic = match self.open_topic(&meta).and_then(|t| {
+        let topic = match self.open_topic(&meta, false).and_then(|t| {
             metadata::store(&self.data_dir, &meta)?;
             Ok(t)
         }) {
@@ -313,7 +328,12 @@ impl Broker {
         self.check_partition_limits(total, total - current)?;
         let mut partitions = topic.partitions.clone();
         for id in current..total {
-            partitions.push(Arc::new(self.open_partition(name, id, &topic.config)?));
+            partitions.push(Arc::new(self.open_partition(
+                name,
+                id,
+                &topic.config,
+                false,
+            )?));
         }
         let meta = TopicMeta {
             version: metadata::METADATA_VERSION,
@@ -407,6 +427,15 @@ impl Broker {
         }
         if let Err(e) = self.coordinator.sync() {
             tracing::error!(error = %e, "flushing group offsets on close failed");
+            first_error.get_or_insert(StorageError::Closed);
+        }
+        if first_error.is_none() {
+            // Every partition is flushed and checkpointed: the next start
+            // may skip scanning the active segments' tails.
+            let marker = self.data_dir.join(CLEAN_SHUTDOWN_FILE);
+            if let Err(e) = crate::storage::fs::write_atomic(&marker, b"clean\n") {
+                tracing::warn!(error = %e, "could not write the clean-shutdown marker; the next start scans every tail");
+            }
         }
         match first_error {
             Some(e) => Err(e.into()),

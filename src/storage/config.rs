@@ -15,7 +15,8 @@ pub struct LogConfig {
     /// Bytes of log between two sparse index entries. Default: 4 KiB.
     pub index_interval_bytes: u32,
     /// Disk space is reserved for the active segment this many bytes at a
-    /// time (with `fallocate`). Default: 8 MiB.
+    /// time (with `fallocate`). Recovery after a crash reads at most this much
+    /// of zero-filled tail per partition. Default: 1 MiB.
     pub preallocate_chunk_bytes: u64,
     /// Background flush when the oldest unflushed byte is this old (ms).
     /// Default: 1000.
@@ -39,7 +40,7 @@ impl Default for LogConfig {
             segment_bytes: 1 << 30,
             segment_ms: Some(WEEK_MS),
             index_interval_bytes: 4096,
-            preallocate_chunk_bytes: 8 << 20,
+            preallocate_chunk_bytes: 1 << 20,
             flush_interval_ms: 1000,
             flush_bytes: 64 << 20,
             retention_ms: Some(WEEK_MS),

@@ -207,6 +207,39 @@ impl MappedFile {
         }
     }
 
+    /// Gives back the page-cache pages of `[position, end of file)` that a
+    /// scan touched (recovery reads the zero-filled pre-allocated tail; on a
+    /// broker with many partitions those pages would otherwise pile up).
+    /// Only call on ranges that hold no data anyone needs in memory.
+    pub fn release_tail(&self, position: u64) {
+        let page = 4096;
+        let start = position.div_ceil(page) * page;
+        let end = self.allocated();
+        let Some(map) = &self.map else { return };
+        if end <= start {
+            return;
+        }
+        let len = (end - start) as usize;
+        // SAFETY: MADV_DONTNEED on a shared file mapping only drops this
+        // process's page-table entries; the file's contents are unchanged
+        // and are faulted back in from the page cache or disk if touched.
+        // No reference into this range is live (recovery owns the file).
+        unsafe {
+            let _ =
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start as usize, len);
+        }
+        // SAFETY: posix_fadvise only reads its integer arguments; the fd is
+        // owned by `self.file`. Advice failures change nothing.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::unix::io::AsRawFd::as_raw_fd(&self.file),
+                start as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+
     /// Drops the map, shrinks the file to `len` bytes and makes it durable.
     ///
     /// Consuming `self` is what guarantees no map of this file is live when

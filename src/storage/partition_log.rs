@@ -146,6 +146,19 @@ impl PartitionLog {
     /// # Errors
     /// I/O errors with their path; a full disk when a new segment cannot be reserved.
     pub fn open(dir: &Path, config: LogConfig, cache: Arc<MapCache>) -> Result<PartitionLog> {
+        Self::open_with(dir, config, cache, false)
+    }
+
+    /// Like [`PartitionLog::open`], told whether the previous run shut down
+    /// cleanly (flushed and checkpointed every partition): then the active
+    /// segment's pre-allocated tail is not scanned, which keeps restarts of
+    /// brokers with many partitions cheap.
+    pub fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        cache: Arc<MapCache>,
+        clean: bool,
+    ) -> Result<PartitionLog> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let bases = list_segments(dir)?;
         let Some((&active_base, sealed_bases)) = bases.split_last() else {
@@ -163,7 +176,7 @@ impl PartitionLog {
                 dir, base, end, size, &config,
             )));
         }
-        let (active, start, report) = recover_active(dir, active_base, &config)?;
+        let (active, start, report) = recover_active(dir, active_base, &config, clean)?;
         if report.truncated_bytes > 0 {
             counters::add_truncated(report.truncated_bytes);
             tracing::warn!(

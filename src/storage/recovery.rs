@@ -24,7 +24,7 @@ use super::index::{
     TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
 use super::mapped_file::MappedFile;
-use super::scan::{scan, scan_prefix, Damage, ScanItem};
+use super::scan::{scan, scan_prefix, Damage, ScanEnd, ScanItem};
 use super::segment::{segment_path, ActiveSegment, IndexCursor};
 
 /// What recovery found in a partition's active segment.
@@ -58,10 +58,16 @@ pub struct WriterStart {
 }
 
 /// Opens the active segment at `base` in `dir`, recovering its tail.
+///
+/// `clean` says the broker shut down cleanly (it flushed and checkpointed
+/// every partition and wrote its clean-shutdown marker): then a checkpoint
+/// that matches the log and is followed by zero bytes is the end of data,
+/// and the pre-allocated tail is not read at all.
 pub fn recover_active(
     dir: &Path,
     base: u64,
     config: &LogConfig,
+    clean: bool,
 ) -> Result<(ActiveSegment, WriterStart, RecoveryReport)> {
     let log = MappedFile::open_writable(
         &segment_path(dir, base, "log"),
@@ -145,10 +151,18 @@ pub fn recover_active(
         );
     }
 
-    // 3. Scan the tail.
+    // 3. Scan the tail (nothing to scan after a clean shutdown).
     let interval = config.effective_index_interval();
     let mut push_error = None;
-    let tail_scan = if unflushed_tail { scan_prefix } else { scan };
+    let ends_cleanly =
+        clean && checkpoint.is_some() && bytes.get(start_pos as usize).is_none_or(|&b| b == 0);
+    let tail_scan = if ends_cleanly {
+        clean_end
+    } else if unflushed_tail {
+        scan_prefix
+    } else {
+        scan
+    };
     let end = tail_scan(bytes, start_pos, start_off, |item| match item {
         ScanItem::Frame { position, header } => {
             last_frame = (header.crc, header.frame_len);
@@ -174,6 +188,9 @@ pub fn recover_active(
         report.truncated_bytes = end.torn_bytes;
         report.truncation_reason = end.torn_reason;
     }
+    if !ends_cleanly {
+        log.release_tail(end.position + end.torn_bytes);
+    }
     let first_batch_ms = match check_frame(bytes) {
         FrameCheck::Valid(h) if end.position > 0 => Some(h.meta.max_timestamp_ms),
         _ => None,
@@ -190,6 +207,21 @@ pub fn recover_active(
         start,
         report,
     ))
+}
+
+/// The "scan" after a clean shutdown: the checkpoint is the end.
+fn clean_end(
+    _bytes: &[u8],
+    position: u64,
+    next_offset: u64,
+    _visit: impl FnMut(ScanItem),
+) -> ScanEnd {
+    ScanEnd {
+        position,
+        next_offset,
+        torn_bytes: 0,
+        torn_reason: None,
+    }
 }
 
 /// Whether the checkpoint names a frame that really ends at its position.

@@ -190,7 +190,12 @@ async fn topics_and_data_survive_restart_and_kill_9() {
         .unwrap();
     }
     assert!(b.stop().await, "SIGTERM gives a clean exit 0");
+    assert!(b.data_dir.join(".clean-shutdown").exists(), "a clean stop leaves its marker");
     b.restart();
+    assert!(
+        !b.data_dir.join(".clean-shutdown").exists(),
+        "the marker goes at start-up, so a later crash is not taken for a clean stop"
+    );
     assert_eq!(fetch_all(&b, "keep", 0, 0).await.len(), 25);
     let mut log = b.log().await;
     for i in 50..60 {
