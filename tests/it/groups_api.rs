@@ -506,3 +506,68 @@ async fn two_consume_streams_get_every_record_once_and_a_live_reset_replays() {
         .offsets;
     assert!(committed.iter().all(|o| o.offset == 5));
 }
+
+#[tokio::test]
+async fn no_record_is_lost_across_a_rebalance_when_members_commit_what_they_processed() {
+    let b = BrokerProcess::start();
+    create_topic(&b, "t", 4).await;
+    let mut log = b.log().await;
+    for i in 0..200u32 {
+        log.produce(produce_req(
+            "t",
+            Some(i % 4),
+            vec![record(format!("r{i}").as_bytes())],
+        ))
+        .await
+        .unwrap();
+    }
+    let mut g = groups(&b).await;
+    let mut processed: BTreeSet<(u32, u64)> = BTreeSet::new();
+    // Processes one batch from `s` and commits the next offset after it.
+    async fn step(
+        s: &mut Stream,
+        g: &mut GroupsClient<Channel>,
+        processed: &mut BTreeSet<(u32, u64)>,
+    ) {
+        if let Some(records) = s.next_records(Duration::from_millis(200)).await {
+            let Some(&(p, last, _)) = records.last() else {
+                return;
+            };
+            processed.extend(records.iter().map(|(p, o, _)| (*p, *o)));
+            // A commit refused for a stale epoch is fine: those records are
+            // delivered again (at least once), never skipped.
+            let _ = g
+                .commit_offsets(CommitOffsetsRequest {
+                    group: "audit".into(),
+                    member_id: s.member_id.clone(),
+                    member_epoch: s.epoch,
+                    offsets: vec![PartitionOffset {
+                        topic: "t".into(),
+                        partition: p,
+                        offset: last + 1,
+                        metadata: String::new(),
+                    }],
+                })
+                .await;
+        }
+    }
+    let mut a = Stream::open(&b, "audit").await;
+    while processed.len() < 60 {
+        step(&mut a, &mut g, &mut processed).await;
+    }
+    // A second member joins mid-stream: partitions move from a to b.
+    let mut bm = Stream::open(&b, "audit").await;
+    let start = Instant::now();
+    while processed.len() < 200 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{} of 200 records processed",
+            processed.len()
+        );
+        step(&mut a, &mut g, &mut processed).await;
+        step(&mut bm, &mut g, &mut processed).await;
+    }
+    let all: BTreeSet<(u32, u64)> = (0..4).flat_map(|p| (0..50).map(move |o| (p, o))).collect();
+    assert_eq!(processed, all, "every record was processed by some member");
+    assert!(!bm.owned.is_empty(), "the new member took over partitions");
+}
