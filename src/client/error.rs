@@ -39,18 +39,27 @@ pub enum ClientError {
         /// The missing field.
         field: &'static str,
     },
+    /// The broker closed a stream before it sent what the call waits for
+    /// (for example a `Consume` stream before its first assignment).
+    #[error("the broker ended the {rpc} stream")]
+    StreamEnded {
+        /// The streaming RPC.
+        rpc: &'static str,
+    },
 }
 
 impl ClientError {
     /// The gRPC status code: the broker's for [`ClientError::Status`],
-    /// `UNAVAILABLE` for connection problems, `INVALID_ARGUMENT` for a bad
-    /// address and `INTERNAL` for a malformed response.
+    /// `UNAVAILABLE` for connection problems and ended streams,
+    /// `INVALID_ARGUMENT` for a bad address and `INTERNAL` for a malformed
+    /// response.
     pub fn code(&self) -> tonic::Code {
         match self {
             ClientError::InvalidAddress { .. } => tonic::Code::InvalidArgument,
             ClientError::Connect { .. } => tonic::Code::Unavailable,
             ClientError::Status(status) => status.code(),
             ClientError::MissingField { .. } => tonic::Code::Internal,
+            ClientError::StreamEnded { .. } => tonic::Code::Unavailable,
         }
     }
 

@@ -6,6 +6,12 @@
 //! [`ConsumedRecord`] carries each record's offset and effective timestamp,
 //! so callers never do the `base_offset + i` arithmetic themselves.
 //!
+//! Consumer groups: [`Client::group_consumer`] joins a group and returns a
+//! [`GroupConsumer`] (module [`consumer`]) that hands out records of the
+//! member's partitions and commits what was processed; the group
+//! administration calls (list, describe, delete, reset, fetch and commit
+//! offsets) are in [`groups`].
+//!
 //! ```no_run
 //! use strata::client::{Acks, Client, Record, TopicConfig};
 //!
@@ -23,7 +29,9 @@
 //! # }
 //! ```
 
+pub mod consumer;
 pub mod error;
+pub mod groups;
 pub mod records;
 
 use std::time::Duration;
@@ -40,10 +48,14 @@ use crate::proto::v1::{
 };
 
 pub use crate::proto::v1::{
-    Acks, DamagedRange, FetchResponse, Header, ListOffsetsResponse, OffsetSpec, PartitionAppend,
-    PartitionDescription, Record, RecordBatch, TopicConfig, TopicDescription, TopicSummary,
+    Acks, AutoOffsetReset, DamagedRange, DescribeGroupResponse, FetchResponse, GroupSummary,
+    Header, ListOffsetsResponse, Member, OffsetSpec, PartitionAppend, PartitionDescription,
+    PartitionLag, PartitionOffset, Record, RecordBatch, TopicConfig, TopicDescription,
+    TopicPartitions, TopicSummary,
 };
+pub use consumer::{GroupConsumer, GroupRecord};
 pub use error::ClientError;
+pub use groups::ResetTarget;
 pub use records::{ConsumedRecord, PartitionReader, SubscribeStream};
 
 /// Default broker address of the CLI and of examples.
