@@ -125,3 +125,56 @@ fn errors_are_one_line_and_exit_non_zero() {
     let out = strata(&b, &["topic", "bogus"], "");
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn group_consume_commits_and_reset_replays() {
+    let b = BrokerProcess::start();
+    ok(&strata(&b, &["topic", "create", "orders", "--partitions", "2"], ""));
+    let events: String = (0..10).map(|i| format!("event-{i}\n")).collect();
+    ok(&strata(&b, &["produce", "orders"], &events));
+    let first = ok(&strata(&b, &["consume", "orders", "--group", "payments"], ""));
+    assert_eq!(first.lines().count(), 10, "{first}");
+    let again = ok(&strata(&b, &["consume", "orders", "--group", "payments"], ""));
+    assert_eq!(again.lines().count(), 0, "offsets were committed: {again}");
+    // Another group reads everything independently.
+    let other = ok(&strata(&b, &["consume", "orders", "--group", "inventory"], ""));
+    assert_eq!(other.lines().count(), 10);
+    let described = ok(&strata(&b, &["group", "describe", "payments"], ""));
+    assert!(described.contains("total lag: 0"), "{described}");
+    let listed = ok(&strata(&b, &["group", "list"], ""));
+    assert!(listed.contains("payments") && listed.contains("inventory"), "{listed}");
+    ok(&strata(&b, &["group", "reset-offsets", "payments", "--topic", "orders", "--to-earliest"], ""));
+    let replay = ok(&strata(&b, &["consume", "orders", "--group", "payments"], ""));
+    assert_eq!(replay.lines().count(), 10, "replayed after the reset: {replay}");
+    ok(&strata(&b, &["group", "delete", "inventory"], ""));
+    let out = strata(&b, &["group", "describe", "inventory"], "");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn verify_reports_a_flipped_byte_and_refuses_a_running_broker() {
+    let mut b = BrokerProcess::start();
+    ok(&strata(&b, &["topic", "create", "v"], ""));
+    let lines: String = (0..50).map(|i| format!("record-{i}\n")).collect();
+    ok(&strata(&b, &["produce", "v", "--partition", "0"], &lines));
+    let dir = b.data_dir.to_str().unwrap().to_string();
+    let verify = |dir: &str| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["verify", dir])
+            .output()
+            .expect("run strata verify")
+    };
+    let out = verify(&dir);
+    assert_eq!(out.status.code(), Some(1), "the running broker holds the lock");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    assert!(b.stop().await);
+    let report = ok(&verify(&dir));
+    assert!(report.contains("no problems"), "{report}");
+    let log = b.data_dir.join("topics/v/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(&log, &bytes).unwrap();
+    let out = verify(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PROBLEM"), "{:?}", out);
+}
