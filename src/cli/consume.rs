@@ -1,5 +1,9 @@
 //! `strata consume`: print records of a topic to stdout.
 //!
+//! With `--group G` the command reads as a member of consumer group G
+//! instead, from the group's committed offsets, and commits as it goes; see
+//! [`super::group_consume`]. The start options below do not apply then.
+//!
 //! Start position (per partition read): `--offset N`, `--from-beginning`
 //! (the log start), `--from-time TS` (the first record at or after TS), or
 //! by default the latest offset, so that only new records show, as in
@@ -59,6 +63,25 @@ pub struct ConsumeArgs {
     /// epoch or RFC 3339, e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00.250+02:00.
     #[arg(long, value_name = "TS", value_parser = parse_timestamp, allow_negative_numbers = true)]
     pub from_time: Option<i64>,
+    /// Read as a member of this consumer group: share the partitions with
+    /// the group's other members, start at the group's committed offsets,
+    /// commit as records are printed, and leave the group on exit.
+    #[arg(
+        long,
+        value_name = "G",
+        conflicts_with_all = ["partition", "offset", "from_beginning", "from_time"]
+    )]
+    pub group: Option<String>,
+    /// With --group: where to start in partitions the group has no
+    /// committed offset for.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHERE",
+        default_value_t = GroupReset::Earliest,
+        requires = "group"
+    )]
+    pub reset: GroupReset,
     /// Stop after this many records, all partitions together.
     #[arg(long, value_name = "N")]
     pub max_records: Option<u64>,
@@ -80,6 +103,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The `--reset` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupReset {
+    /// The oldest record still stored.
+    Earliest,
+    /// The end of the log: only records produced from now on.
+    Latest,
+}
+
 /// Where reading one partition starts and, without `--follow`, ends.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -95,6 +127,9 @@ struct Span {
 /// Connection or broker errors, a partition the topic does not have, or a
 /// failed write to stdout.
 pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
+    if let Some(group) = &args.group {
+        return super::group_consume::run(&args, group).await;
+    }
     let client = args.broker.connect().await?;
     let topic = client.describe_topic(&args.topic).await?;
     let mut spans = Vec::new();
@@ -237,14 +272,14 @@ async fn forward_partition(
 
 /// Formats records and writes them to stdout, counting toward
 /// `--max-records`.
-struct Printer {
+pub(super) struct Printer {
     format: OutputFormat,
     topic: String,
     remaining: Option<u64>,
 }
 
 impl Printer {
-    fn new(args: &ConsumeArgs) -> Printer {
+    pub(super) fn new(args: &ConsumeArgs) -> Printer {
         Printer {
             format: args.format,
             topic: args.topic.clone(),
@@ -252,13 +287,19 @@ impl Printer {
         }
     }
 
-    fn is_done(&self) -> bool {
+    pub(super) fn is_done(&self) -> bool {
         self.remaining == Some(0)
+    }
+
+    /// How many more records may be printed.
+    pub(super) fn budget(&self) -> usize {
+        self.remaining
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Prints records (up to the remaining budget); false once no more
     /// should be printed.
-    fn print(&mut self, records: &[ConsumedRecord]) -> Result<bool, CliError> {
+    pub(super) fn print(&mut self, records: &[ConsumedRecord]) -> Result<bool, CliError> {
         let take = match self.remaining {
             Some(n) => records.len().min(usize::try_from(n).unwrap_or(usize::MAX)),
             None => records.len(),
@@ -369,5 +410,33 @@ mod tests {
         let w = W::try_parse_from(["c", "t", "--from-time", "1970-01-01T00:00:01Z"]).unwrap();
         assert_eq!(w.c.from_time, Some(1000));
         assert!(W::try_parse_from(["c", "t", "--from-time", "soon"]).is_err());
+    }
+
+    #[test]
+    fn group_excludes_explicit_positions_and_owns_reset() {
+        #[derive(Debug, Parser)]
+        struct W {
+            #[command(flatten)]
+            c: ConsumeArgs,
+        }
+        for flag in [
+            &["--partition", "0"][..],
+            &["--offset", "1"],
+            &["--from-beginning"],
+            &["--from-time", "0"],
+        ] {
+            let mut argv = vec!["c", "t", "--group", "g"];
+            argv.extend_from_slice(flag);
+            assert!(W::try_parse_from(argv).is_err(), "{flag:?}");
+        }
+        let w = W::try_parse_from(["c", "t", "--group", "g"]).unwrap();
+        assert_eq!(
+            (w.c.group.as_deref(), w.c.reset),
+            (Some("g"), GroupReset::Earliest)
+        );
+        let w = W::try_parse_from(["c", "t", "--group", "g", "--reset", "latest"]).unwrap();
+        assert_eq!(w.c.reset, GroupReset::Latest);
+        assert!(W::try_parse_from(["c", "t", "--reset", "latest"]).is_err());
+        assert!(W::try_parse_from(["c", "t", "--from-beginning"]).is_ok());
     }
 }

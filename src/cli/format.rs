@@ -1,5 +1,5 @@
-//! Small output helpers with no dependencies: JSON string escaping, base64
-//! and plain-text tables.
+//! Small output helpers with no dependencies: JSON string escaping, base64,
+//! plain-text tables and human-readable durations.
 //!
 //! JSON is written by hand because the CLI emits only one flat object shape
 //! per record; a serializer would add a dependency for twenty lines.
@@ -112,6 +112,23 @@ impl Table {
     }
 }
 
+/// A duration in milliseconds for people, at most two units: `0`, `850ms`,
+/// `1.2s` (tenths, truncated), `3m4s`, `2h5m`, `3d4h`.
+pub fn human_duration_ms(ms: u64) -> String {
+    const SECOND: u64 = 1000;
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    match ms {
+        0 => "0".to_string(),
+        _ if ms < SECOND => format!("{ms}ms"),
+        _ if ms < MINUTE => format!("{}.{}s", ms / SECOND, ms % SECOND / 100),
+        _ if ms < HOUR => format!("{}m{}s", ms / MINUTE, ms % MINUTE / SECOND),
+        _ if ms < DAY => format!("{}h{}m", ms / HOUR, ms % HOUR / MINUTE),
+        _ => format!("{}d{}h", ms / DAY, ms % DAY / HOUR),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +171,28 @@ mod tests {
         let mut t = Table::new(&["A", "LONG"]);
         t.row(vec!["wide cell".into(), "1".into()]);
         assert_eq!(t.render(), "A          LONG\nwide cell  1\n");
+    }
+
+    #[test]
+    fn durations_are_short_and_readable() {
+        let cases = [
+            (0, "0"),
+            (1, "1ms"),
+            (999, "999ms"),
+            (1_000, "1.0s"),
+            (1_299, "1.2s"),
+            (59_999, "59.9s"),
+            (60_000, "1m0s"),
+            (184_000, "3m4s"),
+            (3_599_999, "59m59s"),
+            (3_600_000, "1h0m"),
+            (7_500_000, "2h5m"),
+            (86_400_000, "1d0h"),
+            (273_600_000, "3d4h"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(human_duration_ms(ms), text, "{ms} ms");
+        }
+        assert_eq!(human_duration_ms(u64::MAX), "213503982334d14h");
     }
 }

@@ -7,6 +7,8 @@
 //! | [`topic`]              | `strata topic ...`: topic administration           |
 //! | [`produce`]            | `strata produce`: stdin lines to records           |
 //! | [`consume`]            | `strata consume`: records to stdout (text or JSON) |
+//! | [`group_consume`]      | `strata consume --group`: as a group member        |
+//! | [`group`]              | `strata group ...`: consumer-group administration  |
 //! | [`format`](mod@format) | JSON escaping, base64, tables                      |
 //! | [`time`]               | timestamps: epoch ms or RFC 3339                   |
 //!
@@ -16,10 +18,13 @@
 
 pub mod consume;
 pub mod format;
+pub mod group;
+pub mod group_consume;
 pub mod produce;
 pub mod serve;
 pub mod time;
 pub mod topic;
+pub mod verify;
 
 use std::io::Write;
 
@@ -50,8 +55,14 @@ pub enum Command {
     Topic(topic::TopicArgs),
     /// Append records read from stdin, one per line.
     Produce(produce::ProduceArgs),
-    /// Print records of a topic to stdout.
+    /// Print records of a topic to stdout (alone, or as a group member).
     Consume(consume::ConsumeArgs),
+    /// List, describe and delete consumer groups; reset their offsets.
+    Group(group::GroupArgs),
+    /// Benchmark a broker (or the gRPC ceiling): the workloads of BENCHMARKS.md.
+    Bench(crate::bench::BenchArgs),
+    /// Check every stored batch's CRC offline (the broker must be stopped).
+    Verify(verify::VerifyArgs),
 }
 
 /// Where the broker is, for every client command.
@@ -127,9 +138,19 @@ pub enum CliError {
         /// The partition.
         partition: u32,
     },
+    /// `consume --group`: the broker closed the group stream (for example
+    /// because it is shutting down).
+    #[error("the broker ended the stream of group '{group}'")]
+    GroupStreamEnded {
+        /// The group.
+        group: String,
+    },
     /// Logging could not be set up.
     #[error("cannot initialise logging: {0}")]
     Logging(String),
+    /// `strata verify` could not run or found problems.
+    #[error("verify: {0}")]
+    Verify(String),
 }
 
 /// Runs one parsed command line to completion.
@@ -142,6 +163,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topic(args) => topic::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Group(args) => group::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }
 

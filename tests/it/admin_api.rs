@@ -190,7 +190,10 @@ async fn topics_and_data_survive_restart_and_kill_9() {
         .unwrap();
     }
     assert!(b.stop().await, "SIGTERM gives a clean exit 0");
-    assert!(b.data_dir.join(".clean-shutdown").exists(), "a clean stop leaves its marker");
+    assert!(
+        b.data_dir.join(".clean-shutdown").exists(),
+        "a clean stop leaves its marker"
+    );
     b.restart();
     assert!(
         !b.data_dir.join(".clean-shutdown").exists(),

@@ -129,23 +129,61 @@ fn errors_are_one_line_and_exit_non_zero() {
 #[test]
 fn group_consume_commits_and_reset_replays() {
     let b = BrokerProcess::start();
-    ok(&strata(&b, &["topic", "create", "orders", "--partitions", "2"], ""));
+    ok(&strata(
+        &b,
+        &["topic", "create", "orders", "--partitions", "2"],
+        "",
+    ));
     let events: String = (0..10).map(|i| format!("event-{i}\n")).collect();
     ok(&strata(&b, &["produce", "orders"], &events));
-    let first = ok(&strata(&b, &["consume", "orders", "--group", "payments"], ""));
+    let first = ok(&strata(
+        &b,
+        &["consume", "orders", "--group", "payments"],
+        "",
+    ));
     assert_eq!(first.lines().count(), 10, "{first}");
-    let again = ok(&strata(&b, &["consume", "orders", "--group", "payments"], ""));
+    let again = ok(&strata(
+        &b,
+        &["consume", "orders", "--group", "payments"],
+        "",
+    ));
     assert_eq!(again.lines().count(), 0, "offsets were committed: {again}");
     // Another group reads everything independently.
-    let other = ok(&strata(&b, &["consume", "orders", "--group", "inventory"], ""));
+    let other = ok(&strata(
+        &b,
+        &["consume", "orders", "--group", "inventory"],
+        "",
+    ));
     assert_eq!(other.lines().count(), 10);
     let described = ok(&strata(&b, &["group", "describe", "payments"], ""));
     assert!(described.contains("total lag: 0"), "{described}");
     let listed = ok(&strata(&b, &["group", "list"], ""));
-    assert!(listed.contains("payments") && listed.contains("inventory"), "{listed}");
-    ok(&strata(&b, &["group", "reset-offsets", "payments", "--topic", "orders", "--to-earliest"], ""));
-    let replay = ok(&strata(&b, &["consume", "orders", "--group", "payments"], ""));
-    assert_eq!(replay.lines().count(), 10, "replayed after the reset: {replay}");
+    assert!(
+        listed.contains("payments") && listed.contains("inventory"),
+        "{listed}"
+    );
+    ok(&strata(
+        &b,
+        &[
+            "group",
+            "reset-offsets",
+            "payments",
+            "--topic",
+            "orders",
+            "--to-earliest",
+        ],
+        "",
+    ));
+    let replay = ok(&strata(
+        &b,
+        &["consume", "orders", "--group", "payments"],
+        "",
+    ));
+    assert_eq!(
+        replay.lines().count(),
+        10,
+        "replayed after the reset: {replay}"
+    );
     ok(&strata(&b, &["group", "delete", "inventory"], ""));
     let out = strata(&b, &["group", "describe", "inventory"], "");
     assert_eq!(out.status.code(), Some(1));
@@ -165,7 +203,11 @@ async fn verify_reports_a_flipped_byte_and_refuses_a_running_broker() {
             .expect("run strata verify")
     };
     let out = verify(&dir);
-    assert_eq!(out.status.code(), Some(1), "the running broker holds the lock");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the running broker holds the lock"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
     assert!(b.stop().await);
     let report = ok(&verify(&dir));
@@ -176,5 +218,9 @@ async fn verify_reports_a_flipped_byte_and_refuses_a_running_broker() {
     std::fs::write(&log, &bytes).unwrap();
     let out = verify(&dir);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("PROBLEM"), "{:?}", out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("PROBLEM"),
+        "{:?}",
+        out
+    );
 }
