@@ -150,7 +150,79 @@ impl MappedFile {
         Ok(())
     }
 
-    /// Copies `bytes` into the file at `position`.
+    /// Writes `head` then `pieces`, one after another, into the file at `position` with
+    /// `pwritev(2)`: the same single copy into the page cache as a store
+    /// through the map, but without one page fault per 4 KiB page on fresh
+    /// pages (several times faster on ext4). The shared map sees the bytes
+    /// at once (Linux keeps the page cache and shared maps coherent).
+    ///
+    /// The caller is the only writer, the range is reserved, and no reader
+    /// has been told it exists yet.
+    ///
+    /// # Errors
+    /// The write's I/O error (with the path); a full disk as `DiskFull`.
+    pub fn write_vectored(&self, position: u64, head: &[u8], pieces: &[&[u8]]) -> Result<()> {
+        let total: usize = head.len() + pieces.iter().map(|p| p.len()).sum::<usize>();
+        assert!(
+            position + total as u64 <= self.allocated(),
+            "write past the reserved length"
+        );
+        let mut iov: Vec<libc::iovec> = std::iter::once(&head)
+            .chain(pieces.iter())
+            .filter(|p| !p.is_empty())
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        let (mut done, mut first) = (0usize, 0usize);
+        while done < total {
+            let count = (iov.len() - first).min(1024) as libc::c_int;
+            // SAFETY: every iovec points into a live borrowed slice of
+            // `pieces` (advanced below only within its bounds); the fd is
+            // owned by `self.file`.
+            let n = unsafe {
+                libc::pwritev(
+                    std::os::unix::io::AsRawFd::as_raw_fd(&self.file),
+                    iov[first..].as_ptr(),
+                    count,
+                    (position + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(StorageError::io(&self.path, err));
+            }
+            if n == 0 {
+                return Err(StorageError::io(
+                    &self.path,
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
+            }
+            let mut n = n as usize;
+            done += n;
+            // Skip the fully written iovecs; trim a partly written one.
+            while n > 0 && first < iov.len() {
+                if n >= iov[first].iov_len {
+                    n -= iov[first].iov_len;
+                    first += 1;
+                } else {
+                    // SAFETY: `n` is less than this iovec's length, so the
+                    // advanced pointer stays inside the same slice.
+                    iov[first].iov_base =
+                        unsafe { (iov[first].iov_base as *mut u8).add(n) } as *mut libc::c_void;
+                    iov[first].iov_len -= n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `bytes` into the file at `position` through the map.
     ///
     /// The caller is the only writer, `[position, position + len)` is reserved
     /// and no reader has been told the range exists yet.

@@ -373,12 +373,9 @@ impl PartitionLog {
                 .reserve(active.time_index.valid_bytes() + 12)?;
         }
         let header = encode_header(meta, base_offset, payload);
-        active.log.write(position, &header);
-        let mut at = position + HEADER_LEN as u64;
-        for piece in payload {
-            active.log.write(at, piece);
-            at += piece.len() as u64;
-        }
+        // An I/O error here leaves nothing published: the next append
+        // overwrites the same unpublished range.
+        active.log.write_vectored(position, &header, payload)?;
         if let Some((o, t)) = entries {
             active.index.push(&encode_offset_entry(o))?;
             active.time_index.push(&encode_time_entry(t))?;
