@@ -571,3 +571,79 @@ async fn no_record_is_lost_across_a_rebalance_when_members_commit_what_they_proc
     assert_eq!(processed, all, "every record was processed by some member");
     assert!(!bm.owned.is_empty(), "the new member took over partitions");
 }
+
+#[tokio::test]
+async fn assignments_follow_topics_created_and_grown_after_members_subscribed() {
+    let b = BrokerProcess::start();
+    let mut g = groups(&b).await;
+    // The member subscribes before the topic exists: nothing to own yet.
+    let mut m = Member::join(&mut g, "early", 10_000).await;
+    assert!(m.owned.is_empty());
+    create_topic(&b, "t", 2).await;
+    beat_until(&mut g, "early", std::slice::from_mut(&mut m), |m| {
+        m[0].owned.len() == 2
+    })
+    .await;
+    b.admin()
+        .await
+        .create_partitions(strata::proto::v1::CreatePartitionsRequest {
+            name: "t".into(),
+            total_partitions: 5,
+        })
+        .await
+        .unwrap();
+    beat_until(&mut g, "early", std::slice::from_mut(&mut m), |m| {
+        m[0].owned.len() == 5
+    })
+    .await;
+    b.admin()
+        .await
+        .delete_topic(strata::proto::v1::DeleteTopicRequest { name: "t".into() })
+        .await
+        .unwrap();
+    beat_until(&mut g, "early", std::slice::from_mut(&mut m), |m| {
+        m[0].owned.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn empty_groups_expire_after_the_offsets_retention() {
+    let b = BrokerProcess::start_with(&["--offsets-retention-ms", "200"]);
+    create_topic(&b, "t", 1).await;
+    let mut g = groups(&b).await;
+    g.commit_offsets(CommitOffsetsRequest {
+        group: "short-lived".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: vec![PartitionOffset {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            metadata: String::new(),
+        }],
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let listed = g
+            .list_groups(ListGroupsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .groups;
+        if listed.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the empty group never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = g
+        .describe_group(DescribeGroupRequest {
+            group: "short-lived".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
