@@ -153,6 +153,13 @@ pub struct BrokerConfig {
     pub flush_bytes: u64,
     /// How often retention runs over all partitions, ms. Default: 60,000.
     pub retention_check_interval_ms: u64,
+    /// The background scrubber re-reads closed segments and checks every
+    /// batch's CRC at most this fast, bytes/s; 0 turns it off.
+    /// Default: 8 MiB/s.
+    pub scrub_bytes_per_sec: u64,
+    /// Pause between two scrubber passes over all closed segments, ms.
+    /// Default: 3,600,000 (1 hour).
+    pub scrub_interval_ms: u64,
     /// Defaults for new topics.
     pub topic_defaults: TopicDefaults,
     /// Client-facing limits.
@@ -170,6 +177,8 @@ impl Default for BrokerConfig {
             flush_interval_ms: 1000,
             flush_bytes: 64 << 20,
             retention_check_interval_ms: 60_000,
+            scrub_bytes_per_sec: 8 << 20,
+            scrub_interval_ms: 3_600_000,
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
             groups: GroupSettings::default(),

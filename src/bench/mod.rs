@@ -74,7 +74,8 @@ pub enum BenchCommand {
     /// W6: --members Groups.Consume streams of one group read --records
     /// from a topic of --partitions (default 6); --leave makes one member
     /// commit and leave halfway. Latency: gaps between deliveries of one
-    /// partition (max = the longest gap).
+    /// partition; max gap: with --leave, the longest gap of the leaver's
+    /// partitions across the rebalance.
     Group(BenchOpts),
     /// Run a workload against the null server only (handlers that do no
     /// work): the most any gRPC broker could do here with this client.

@@ -295,7 +295,7 @@ pub fn render_human(report: &Report) -> String {
     if let Some(gap) = m.max_gap_ms {
         let _ = writeln!(
             out,
-            "max gap    {gap:.3} ms between deliveries of one partition"
+            "max gap    {gap:.3} ms between two deliveries of one partition"
         );
     }
     if let Some(ceiling) = &report.ceiling {

@@ -808,6 +808,9 @@ struct GroupState {
     gaps: Mutex<(Vec<Option<Instant>>, Histogram<u64>)>,
     done: watch::Sender<bool>,
     notes: Mutex<Vec<String>>,
+    /// After the leaver left: its partitions not yet delivered by their new
+    /// owner, and the longest leave gap measured so far.
+    moved: Mutex<Option<(Vec<u32>, Option<Duration>)>>,
 }
 
 impl GroupState {
@@ -826,7 +829,9 @@ impl GroupState {
             let (last, hist) = &mut *gaps;
             if let Some(slot) = last.get_mut(partition as usize) {
                 if let Some(previous) = slot.replace(now) {
-                    hist.saturating_record(micros(now.duration_since(previous)));
+                    let gap = now.duration_since(previous);
+                    hist.saturating_record(micros(gap));
+                    self.first_after_leave(partition, gap);
                 }
             }
         }
@@ -836,6 +841,19 @@ impl GroupState {
             self.done.send_replace(true);
         }
         (records, bytes)
+    }
+
+    /// Records `gap` as a rebalance gap if this is the first delivery of one
+    /// of the leaver's partitions since it left.
+    fn first_after_leave(&self, partition: u32, gap: Duration) {
+        if let Ok(mut moved) = self.moved.lock() {
+            if let Some((pending, longest)) = moved.as_mut() {
+                if let Some(i) = pending.iter().position(|&p| p == partition) {
+                    pending.swap_remove(i);
+                    *longest = Some(longest.map_or(gap, |l| l.max(gap)));
+                }
+            }
+        }
     }
 
     fn note(&self, text: String) {
@@ -935,6 +953,9 @@ async fn member(
                         "member 0 left after {} records (partitions {owned:?})",
                         state.counted.load(Ordering::Acquire)
                     ));
+                    if let Ok(mut moved) = state.moved.lock() {
+                        *moved = Some((owned.clone(), None));
+                    }
                     return Ok(());
                 }
             }
@@ -944,8 +965,10 @@ async fn member(
 
 /// Reads the topic with `members` `Groups.Consume` streams of one fresh
 /// group until every partition reached its end. Latency: the gaps between
-/// two deliveries of the same partition (its max is the longest gap, e.g.
-/// during the rebalance after a member leaves).
+/// two deliveries of the same partition. `max_gap_ms`: with
+/// `leave_halfway`, the longest gap of a partition the leaver owned, from
+/// its last delivery to the leaver to its first to the new owner (the
+/// rebalance gap); otherwise the longest gap of any partition.
 ///
 /// # Errors
 /// A failed call or a stream the broker ended early.
@@ -965,6 +988,7 @@ pub async fn group(
         gaps: Mutex::new((vec![None; spec.ends.len()], new_histogram())),
         done,
         notes: Mutex::new(Vec::new()),
+        moved: Mutex::new(None),
     });
     let shared_spec = Arc::new(spec.clone());
     let start = Instant::now();
@@ -992,12 +1016,18 @@ pub async fn group(
     }
     joined?;
     let seconds = start.elapsed().as_secs_f64();
-    let (latency, max_gap_ms) = match state.gaps.lock() {
-        Ok(gaps) => {
-            let summary = LatencySummary::from_histogram(&gaps.1);
-            (summary, Some(summary.max_ms))
-        }
-        Err(_) => (LatencySummary::default(), None),
+    let latency = state
+        .gaps
+        .lock()
+        .map(|gaps| LatencySummary::from_histogram(&gaps.1))
+        .unwrap_or_default();
+    // With a leave: the longest gap of a moved partition across the leave;
+    // otherwise the longest gap of any partition (joins included).
+    let max_gap_ms = if spec.leave_halfway {
+        let leave_gap = state.moved.lock().ok().and_then(|m| m.as_ref()?.1);
+        leave_gap.map(|g| g.as_secs_f64() * 1000.0)
+    } else {
+        Some(latency.max_ms)
     };
     let notes = state.notes.lock().map(|n| n.clone()).unwrap_or_default();
     Ok((
@@ -1066,6 +1096,32 @@ mod tests {
             assert_eq!(&r.value[..8], &0x0102_0304_0506_0708u64.to_le_bytes());
             assert_eq!(r.value.len(), 100);
         }
+    }
+
+    #[test]
+    fn leave_gap_counts_the_first_delivery_of_each_moved_partition() {
+        let (done, _) = watch::channel(false);
+        let state = GroupState {
+            positions: (0..6).map(|_| AtomicU64::new(0)).collect(),
+            counted: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            total: 100,
+            gaps: Mutex::new((vec![None; 6], new_histogram())),
+            done,
+            notes: Mutex::new(Vec::new()),
+            moved: Mutex::new(None),
+        };
+        let ms = Duration::from_millis;
+        // Before anyone left, gaps are not leave gaps.
+        state.first_after_leave(3, ms(500));
+        *state.moved.lock().unwrap() = Some((vec![3, 4], None));
+        state.first_after_leave(3, ms(10));
+        state.first_after_leave(3, ms(70)); // not the first delivery after the leave
+        state.first_after_leave(5, ms(90)); // not a moved partition
+        state.first_after_leave(4, ms(20));
+        let moved = state.moved.lock().unwrap().clone();
+        assert_eq!(moved, Some((vec![], Some(ms(20)))));
     }
 
     #[test]

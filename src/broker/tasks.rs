@@ -13,6 +13,7 @@ pub struct BackgroundTasks {
     flusher: tokio::task::JoinHandle<()>,
     retention: tokio::task::JoinHandle<()>,
     groups: tokio::task::JoinHandle<()>,
+    scrubber: tokio::task::JoinHandle<()>,
 }
 
 impl BackgroundTasks {
@@ -21,6 +22,7 @@ impl BackgroundTasks {
         let _ = self.flusher.await;
         let _ = self.retention.await;
         let _ = self.groups.await;
+        let _ = self.scrubber.await;
     }
 }
 
@@ -31,6 +33,7 @@ impl Broker {
             flusher: tokio::spawn(flusher(self.clone())),
             retention: tokio::spawn(retention(self.clone())),
             groups: tokio::spawn(group_sessions(self.clone())),
+            scrubber: tokio::spawn(scrubber(self.clone())),
         }
     }
 }
@@ -118,5 +121,66 @@ async fn group_sessions(broker: Arc<Broker>) {
             _ = shutdown.changed() => return,
         }
         broker.expire_groups();
+    }
+}
+
+/// Re-reads every closed segment at a bounded rate, checking every batch's
+/// CRC, so damage is found and reported (log line, counter, `DescribeTopic`)
+/// before a consumer trips on it.
+async fn scrubber(broker: Arc<Broker>) {
+    let rate = broker.config.scrub_bytes_per_sec;
+    if rate == 0 {
+        return;
+    }
+    let pause = Duration::from_millis(broker.config.scrub_interval_ms.max(1));
+    let mut shutdown = broker.shutdown_signal();
+    loop {
+        let b = broker.clone();
+        if tokio::task::spawn_blocking(move || scrub_pass(&b, rate))
+            .await
+            .is_err()
+        {
+            tracing::error!("scrub pass panicked");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One pass over every closed segment of every partition.
+fn scrub_pass(broker: &Broker, bytes_per_sec: u64) {
+    let started = std::time::Instant::now();
+    let mut read = 0u64;
+    for topic in broker.topics() {
+        for p in &topic.partitions {
+            for target in p.log.scrub_targets() {
+                let pace = |n: u64| {
+                    read += n;
+                    // Sleep until the average rate is back under the limit.
+                    let due = Duration::from_secs_f64(read as f64 / bytes_per_sec as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait.min(Duration::from_millis(100)));
+                    }
+                    !broker.is_shutting_down()
+                };
+                match crate::storage::scrub::scrub_segment(&target, pace) {
+                    Ok(None) => {}
+                    Ok(Some(f)) => {
+                        tracing::error!(topic = %topic.name, partition = p.id, segment = %target.path.display(),
+                            position = f.position, first_offset = f.first_offset, end_offset = f.end_offset,
+                            reason = f.reason, "scrubber found a damaged batch; reads of these offsets answer DATA_LOSS");
+                        p.log.record_scrub_damage(f.first_offset, f.end_offset);
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p.id, error = %e, "scrubber could not read a segment")
+                    }
+                }
+                if broker.is_shutting_down() {
+                    return;
+                }
+            }
+        }
     }
 }

@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// How often retention runs over all partitions, ms [default: 60000].
     #[arg(long, value_name = "MS", env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Scrubber read rate over closed segments, bytes/s; 0 = off
+    /// [default: 8388608 (8 MiB/s)].
+    #[arg(long, value_name = "BYTES", env = "STRATA_SCRUB_BYTES_PER_SEC")]
+    pub scrub_bytes_per_sec: Option<u64>,
+    /// Pause between two scrubber passes, ms [default: 3600000].
+    #[arg(long, value_name = "MS", env = "STRATA_SCRUB_INTERVAL_MS")]
+    pub scrub_interval_ms: Option<u64>,
     /// Client-facing limits.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -201,6 +208,8 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
         &mut base.retention_check_interval_ms,
         &args.retention_check_interval_ms,
     );
+    set(&mut base.scrub_bytes_per_sec, &args.scrub_bytes_per_sec);
+    set(&mut base.scrub_interval_ms, &args.scrub_interval_ms);
 
     let (l, a) = (&mut base.limits, &args.limits);
     set(&mut l.max_record_bytes, &a.max_record_bytes);
@@ -409,6 +418,8 @@ mod tests {
                 "retention-check-interval-ms",
                 d.retention_check_interval_ms.to_string(),
             ),
+            ("scrub-bytes-per-sec", d.scrub_bytes_per_sec.to_string()),
+            ("scrub-interval-ms", d.scrub_interval_ms.to_string()),
             ("listen", d.listen.to_string()),
             ("max-record-bytes", l.max_record_bytes.to_string()),
             ("max-request-bytes", l.max_request_bytes.to_string()),

@@ -16,6 +16,7 @@
 //! | [`partition_log`] | `PartitionLog`: append, roll, flush, retention             |
 //! | [`read`]          | reads by offset and lookups by time                        |
 //! | [`map_cache`]     | the bound on mapped sealed segments                        |
+//! | [`scrub`]         | the background scrubber's `pread` check of closed segments |
 //! | [`fs`]            | durable filesystem calls, the directory lock               |
 //! | [`counters`]      | process-wide counters for metrics                          |
 //!
@@ -42,6 +43,7 @@ pub mod partition_log;
 pub mod read;
 pub mod recovery;
 pub mod scan;
+pub mod scrub;
 pub mod segment;
 
 pub use config::LogConfig;

@@ -130,6 +130,8 @@ pub struct PartitionLog {
     flushed: Condvar,
     poisoned: AtomicBool,
     report: RecoveryReport,
+    /// Damaged ranges the scrubber found since the log was opened.
+    pub(crate) scrub_damage: Mutex<Vec<(u64, u64)>>,
 }
 
 /// Milliseconds since the Unix epoch by the wall clock.
@@ -247,6 +249,7 @@ impl PartitionLog {
             flushed: Condvar::new(),
             poisoned: AtomicBool::new(false),
             report,
+            scrub_damage: Mutex::new(Vec::new()),
         }
     }
 
@@ -660,6 +663,12 @@ impl PartitionLog {
                 .damaged
                 .iter()
                 .map(|d: &Damage| (d.first_offset, d.end_offset))
+                .chain(
+                    self.scrub_damage
+                        .lock()
+                        .map(|v| v.clone())
+                        .unwrap_or_default(),
+                )
                 .collect(),
         }
     }

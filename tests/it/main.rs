@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod cli;
+mod corruption;
 mod groups_api;
 mod harness;
 mod log_api;
