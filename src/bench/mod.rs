@@ -19,7 +19,8 @@
 //! `--embedded` to one started in this process on a temporary directory.
 //! The ceiling is always an in-process null server. With `--runs N` each
 //! side runs N times (alternating) and the median run by records/s is
-//! reported.
+//! reported; `produce` re-creates the bench's topic before each run, so
+//! every run starts on an empty log.
 
 pub mod ceiling;
 pub mod rate;
@@ -425,6 +426,21 @@ impl StrataSide {
         }
     }
 
+    /// Deletes and re-creates the topic the bench created, so that every
+    /// produce run starts on an empty log (and the previous run's dirty
+    /// pages are dropped instead of throttling the next run). A topic the
+    /// user named is left alone.
+    async fn recreate_topic(&mut self, partitions: u32) -> Result<(), BenchError> {
+        if !self.created_topic {
+            return Ok(());
+        }
+        self.client.delete_topic(&self.topic).await?;
+        self.client
+            .create_topic(&self.topic, partitions, TopicConfig::default())
+            .await?;
+        Ok(())
+    }
+
     /// Per partition, the high watermark.
     async fn high_watermarks(&self, partitions: u32) -> Result<Vec<u64>, BenchError> {
         let mut out = Vec::with_capacity(partitions as usize);
@@ -735,6 +751,9 @@ async fn execute_with(
     let outcome = async {
         for run in 0..opts.runs {
             if let Some(side) = strata.as_deref_mut() {
+                if run > 0 && plan.workload == Workload::Produce {
+                    side.recreate_topic(partitions).await?;
+                }
                 let (figures, run_notes) = run_strata(
                     plan,
                     opts,
@@ -1068,13 +1087,15 @@ mod tests {
     /// A tiny embedded produce, consume (both modes) and ceiling comparison.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_smoke() {
-        let o = small(&["--compare-ceiling"]);
+        let o = small(&["--compare-ceiling", "--runs", "2"]);
         let r = execute(Workload::Produce, &o, Sides::Both, false)
             .await
             .unwrap();
         assert_sane(&r, "produce");
+        assert_eq!(r.runs_per_sec.len(), 2);
         let ceiling = r.ceiling.as_ref().unwrap();
         assert_eq!(ceiling.median.records, 2000);
+        assert_eq!(ceiling.runs_per_sec.len(), 2);
         assert!(r.ratio_to_ceiling().unwrap() > 0.0);
 
         let o = small(&["--partitions", "2"]);

@@ -84,6 +84,10 @@ impl Broker {
             path: data_dir.clone(),
             reason: format!("cannot lock the data directory (is another broker using it?): {e}"),
         })?;
+        match crate::storage::fs::raise_open_files_limit() {
+            Ok(n) => tracing::debug!(open_files_limit = n, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+        }
         let cache = MapCache::new(config.limits.max_open_segment_maps as usize);
         let metas = metadata::load_all(&data_dir)?;
         let clean = data_dir.join(CLEAN_SHUTDOWN_FILE).exists();

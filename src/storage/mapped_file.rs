@@ -25,9 +25,11 @@ use super::fs;
 #[derive(Debug)]
 pub struct MappedFile {
     path: PathBuf,
-    /// Kept open for the file's whole life: write-back errors are reported
-    /// to descriptors open when they happen.
-    file: File,
+    /// Kept open for a `.log`'s whole life: write-back errors are reported
+    /// to descriptors open when they happen. Indexes (derived data) and
+    /// read-only maps close theirs ([`MappedFile::close_fd`]) so a broker
+    /// with many partitions needs one descriptor per partition, not three.
+    file: Option<File>,
     /// `None` for a zero-length read-only file (nothing to map).
     map: Option<MmapRaw>,
     /// Bytes of address space mapped.
@@ -76,7 +78,7 @@ impl MappedFile {
             .map_err(|e| StorageError::io(&path, e))?;
         Ok(MappedFile {
             path,
-            file,
+            file: Some(file),
             map: Some(map),
             capacity,
             allocated: AtomicU64::new(len),
@@ -103,9 +105,11 @@ impl MappedFile {
                     .map_err(|e| StorageError::io(path, e))?,
             )
         };
+        drop(file);
         Ok(MappedFile {
             path: path.to_path_buf(),
-            file,
+            // The map keeps the contents reachable; no descriptor needed.
+            file: None,
             map,
             capacity: len,
             allocated: AtomicU64::new(len),
@@ -144,8 +148,7 @@ impl MappedFile {
             .div_ceil(self.chunk)
             .saturating_mul(self.chunk)
             .min(self.capacity);
-        fs::preallocate(&self.file, allocated, target - allocated)
-            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.with_fd(|f| fs::preallocate(f, allocated, target - allocated))?;
         self.allocated.store(target, Ordering::Relaxed);
         Ok(())
     }
@@ -183,7 +186,7 @@ impl MappedFile {
             // owned by `self.file`.
             let n = unsafe {
                 libc::pwritev(
-                    std::os::unix::io::AsRawFd::as_raw_fd(&self.file),
+                    std::os::unix::io::AsRawFd::as_raw_fd(self.fd()?),
                     iov[first..].as_ptr(),
                     count,
                     (position + done as u64) as libc::off_t,
@@ -257,11 +260,46 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts(map.as_ptr().add(position as usize), len) }
     }
 
-    /// Flushes the file's data (and the size change of any reservation) to disk.
+    /// Flushes the file's data (and the size change of any reservation) to
+    /// disk: `fdatasync` on the kept descriptor, or `msync(MS_SYNC)` of the
+    /// map and an `fdatasync` through a fresh descriptor when it was closed.
     pub fn sync_data(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io(&self.path, e))
+        if let Some(f) = &self.file {
+            return f.sync_data().map_err(|e| StorageError::io(&self.path, e));
+        }
+        if let Some(map) = &self.map {
+            map.flush().map_err(|e| StorageError::io(&self.path, e))?;
+        }
+        self.with_fd(|f| f.sync_data())
+    }
+
+    /// Closes the kept descriptor (indexes and read-only maps need none).
+    pub fn close_fd(&mut self) {
+        self.file = None;
+    }
+
+    /// The kept descriptor (only `.log` files of active segments keep one).
+    fn fd(&self) -> Result<&File> {
+        self.file.as_ref().ok_or_else(|| {
+            StorageError::io(
+                &self.path,
+                std::io::Error::other("file descriptor was closed; this file is not writable"),
+            )
+        })
+    }
+
+    /// Runs `f` on the kept descriptor, or on a freshly opened one.
+    fn with_fd<T>(&self, f: impl FnOnce(&File) -> std::io::Result<T>) -> Result<T> {
+        match &self.file {
+            Some(file) => f(file).map_err(|e| StorageError::io(&self.path, e)),
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .map_err(|e| StorageError::io(&self.path, e))?;
+                f(&file).map_err(|e| StorageError::io(&self.path, e))
+            }
+        }
     }
 
     /// Hints the kernel that `[position, position + len)` will be read soon.
@@ -300,15 +338,17 @@ impl MappedFile {
             let _ =
                 map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start as usize, len);
         }
-        // SAFETY: posix_fadvise only reads its integer arguments; the fd is
-        // owned by `self.file`. Advice failures change nothing.
-        unsafe {
-            libc::posix_fadvise(
-                std::os::unix::io::AsRawFd::as_raw_fd(&self.file),
-                start as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
+        if let Some(file) = &self.file {
+            // SAFETY: posix_fadvise only reads its integer arguments; the fd
+            // is owned by `file`. Advice failures change nothing.
+            unsafe {
+                libc::posix_fadvise(
+                    std::os::unix::io::AsRawFd::as_raw_fd(file),
+                    start as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
         }
     }
 
@@ -321,6 +361,13 @@ impl MappedFile {
             path, file, map, ..
         } = self;
         drop(map);
+        let file = match file {
+            Some(f) => f,
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StorageError::io(&path, e))?,
+        };
         file.set_len(len).map_err(|e| StorageError::io(&path, e))?;
         file.sync_all().map_err(|e| StorageError::io(&path, e))
     }

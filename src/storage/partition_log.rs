@@ -678,7 +678,15 @@ impl PartitionLog {
         if self.is_poisoned() {
             return Err(self.poisoned_error());
         }
-        self.flush()?;
+        // Nothing appended since the last checkpoint: nothing to flush (a
+        // broker with many idle partitions stops in milliseconds).
+        let dirty = {
+            let w = self.lock_writer();
+            w.dirty_since.is_some() || w.unflushed_bytes > 0
+        };
+        if dirty {
+            self.flush()?;
+        }
         Self::retry_trims(&mut self.lock_writer());
         Ok(())
     }

@@ -255,11 +255,14 @@ fn open_index_writable(
 ) -> Result<MappedFile> {
     let path = segment_path(dir, base, ext);
     let capacity = config.max_index_entries() * entry_len as u64;
-    match MappedFile::open_writable(&path, capacity, 64 * 1024) {
-        Ok(f) => Ok(f),
+    let mut file = match MappedFile::open_writable(&path, capacity, 64 * 1024) {
+        Ok(f) => f,
         Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            MappedFile::create(&path, capacity, 64 * 1024)
+            MappedFile::create(&path, capacity, 64 * 1024)?
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    // Indexes are derived data: no descriptor kept open (see `close_fd`).
+    file.close_fd();
+    Ok(file)
 }

@@ -133,21 +133,20 @@ impl ActiveSegment {
             config.effective_segment_bytes(),
             config.preallocate_chunk_bytes,
         )?;
-        log.reserve(
-            config
-                .preallocate_chunk_bytes
-                .min(config.effective_segment_bytes()),
-        )?;
-        let index = MappedFile::create(
+        // Disk space is reserved by the first append, so idle partitions
+        // cost no disk; indexes keep no descriptor open (derived data).
+        let mut index = MappedFile::create(
             &segment_path(dir, base_offset, "index"),
             config.max_index_entries() * OFFSET_ENTRY_LEN as u64,
             INDEX_CHUNK_BYTES,
         )?;
-        let time_index = MappedFile::create(
+        let mut time_index = MappedFile::create(
             &segment_path(dir, base_offset, "timeindex"),
             config.max_index_entries() * TIME_ENTRY_LEN as u64,
             INDEX_CHUNK_BYTES,
         )?;
+        index.close_fd();
+        time_index.close_fd();
         fs::sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
         Ok(ActiveSegment::from_parts(
             base_offset,
