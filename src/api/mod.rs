@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerConfig, ConfigError};
@@ -139,7 +138,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
         let serving_fut =
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            // `Server::tcp_nodelay` does not apply to an incoming stream we
+            // hand over: set TCP_NODELAY here, or every small response waits
+            // for Nagle's algorithm (40 ms stalls; Fetch ran at 1/4 speed).
+            router.serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                signal,
+            );
         // A client that never closes its connection must not keep the
         // broker alive: after the grace period, stop waiting for it.
         let served = tokio::select! {
@@ -212,7 +217,6 @@ fn build_router(
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     Ok(tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))

@@ -269,20 +269,30 @@ impl Bar {
         };
         let bar = ProgressBar::with_draw_target(total, target);
         let template = if total.is_some() {
-            "{prefix:>22} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, ETA {eta})"
+            "{prefix:>22} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({msg}, ETA {eta})"
         } else {
-            "{prefix:>22} [{elapsed_precise}] {spinner} {human_pos} records ({per_sec})"
+            "{prefix:>22} [{elapsed_precise}] {spinner} {human_pos} records ({msg})"
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style);
         }
         bar.set_prefix(label);
+        bar.set_message("0/s");
         let ticking = bar.clone();
+        let started = std::time::Instant::now();
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(100));
             loop {
                 every.tick().await;
-                ticking.set_position(progress.records());
+                let records = progress.records();
+                let seconds = started.elapsed().as_secs_f64();
+                let rate = if seconds > 0.0 {
+                    (records as f64 / seconds) as u64
+                } else {
+                    0
+                };
+                ticking.set_message(format!("{}/s", report::group_digits(rate)));
+                ticking.set_position(records);
             }
         });
         Bar { bar, ticker }
