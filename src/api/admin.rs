@@ -35,11 +35,7 @@ impl AdminService {
         T: Send + 'static,
         F: FnOnce(&Broker) -> Result<T, BrokerError> + Send + 'static,
     {
-        let broker = self.broker.clone();
-        tokio::task::spawn_blocking(move || f(&broker))
-            .await
-            .map_err(|e| to_status(BrokerError::Internal(format!("admin task failed: {e}"))))?
-            .map_err(to_status)
+        super::status::run_blocking(&self.broker, f).await
     }
 }
 

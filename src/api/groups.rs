@@ -37,16 +37,13 @@ impl GroupsService {
         GroupsService { broker }
     }
 
+    /// Runs a blocking broker call off the async workers.
     async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Broker) -> Result<T, BrokerError> + Send + 'static,
     {
-        let broker = self.broker.clone();
-        tokio::task::spawn_blocking(move || f(&broker))
-            .await
-            .map_err(|e| to_status(BrokerError::Internal(format!("group task failed: {e}"))))?
-            .map_err(to_status)
+        super::status::run_blocking(&self.broker, f).await
     }
 }
 

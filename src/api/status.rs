@@ -31,6 +31,23 @@ pub fn to_status(err: BrokerError) -> Status {
     Status::new(code, err.to_string())
 }
 
+/// Runs a blocking broker call (file creation, a commit's `write(2)`) on the
+/// blocking pool and maps its error.
+pub async fn run_blocking<T, F>(
+    broker: &std::sync::Arc<crate::broker::Broker>,
+    f: F,
+) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(&crate::broker::Broker) -> Result<T, BrokerError> + Send + 'static,
+{
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || f(&broker))
+        .await
+        .map_err(|e| to_status(BrokerError::Internal(format!("blocking task failed: {e}"))))?
+        .map_err(to_status)
+}
+
 fn storage_code(err: &StorageError) -> Code {
     match err {
         StorageError::OffsetOutOfRange { .. } => Code::OutOfRange,
