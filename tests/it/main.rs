@@ -4,6 +4,7 @@
 mod admin_api;
 mod cli;
 mod corruption;
+mod crash;
 mod groups_api;
 mod harness;
 mod log_api;
