@@ -67,7 +67,7 @@ async fn producer(b: String, ledger: Ledger, seed: u64) {
                 })
                 .collect(),
         );
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             req.acks = Acks::Durable as i32;
         }
         match log.produce(req).await {
