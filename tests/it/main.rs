@@ -5,6 +5,7 @@ mod admin_api;
 mod cli;
 mod corruption;
 mod crash;
+mod disk_full;
 mod groups_api;
 mod harness;
 mod log_api;
