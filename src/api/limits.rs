@@ -1,4 +1,11 @@
-//! Keeping tonic's own size limit from speaking for Strata.
+//! Keeping tonic's own answers from speaking for Strata.
+//!
+//! Two of tonic's statuses are rewritten, by looking at response headers only:
+//!
+//! - a request that does not parse as its protobuf message: tonic (following
+//!   gRPC's status-code guide) answers `INTERNAL`, which Strata reserves for
+//!   its own bugs and I/O failures; it becomes `INVALID_ARGUMENT`;
+//! - a request over tonic's size limit, below.
 //!
 //! tonic rejects a message over its decode limit with `OUT_OF_RANGE`
 //! ("decoded message length too large"), which would collide with Strata's
@@ -15,6 +22,8 @@ use tonic::server::NamedService;
 
 /// The text tonic puts in `grpc-message` when a request exceeds its limit.
 const TONIC_TOO_LARGE: &str = "decoded message length too large";
+/// How prost's decode errors start (tonic answers them with `INTERNAL`).
+const PROST_DECODE_FAILED: &str = "failed to decode Protobuf message";
 
 /// Wraps a gRPC service, rewriting tonic's oversized-request status.
 #[derive(Debug, Clone)]
@@ -53,6 +62,7 @@ where
         Box::pin(async move {
             let mut response = future.await?;
             rewrite_too_large(response.headers_mut(), limit);
+            rewrite_malformed(response.headers_mut());
             Ok(response)
         })
     }
@@ -75,6 +85,26 @@ pub fn rewrite_too_large(headers: &mut http::HeaderMap, limit_bytes: u32) {
     headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     // gRPC messages are percent-encoded; ours needs only its spaces encoded.
     if let Ok(v) = http::HeaderValue::from_str(&message.replace(' ', "%20")) {
+        headers.insert("grpc-message", v);
+    }
+}
+
+/// Rewrites tonic's `INTERNAL` for a request that does not parse.
+pub fn rewrite_malformed(headers: &mut http::HeaderMap) {
+    let is_internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| m.replace("%20", " "));
+    let Some(message) = message.filter(|m| is_internal && m.starts_with(PROST_DECODE_FAILED))
+    else {
+        return;
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    let text = format!(
+        "malformed request: {message}; send a valid strata.v1 message (see proto/strata/v1)"
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&text.replace(' ', "%20")) {
         headers.insert("grpc-message", v);
     }
 }

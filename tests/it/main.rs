@@ -9,6 +9,7 @@ mod disk_full;
 mod groups_api;
 mod harness;
 mod log_api;
+mod malformed;
 mod storage_basic;
 mod storage_crash;
 mod storage_model;
