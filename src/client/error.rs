@@ -46,6 +46,9 @@ pub enum ClientError {
         /// The streaming RPC.
         rpc: &'static str,
     },
+    /// The [`Producer`](super::Producer) stopped before the record was sent.
+    #[error("the producer was closed before the record was sent")]
+    ProducerClosed,
 }
 
 impl ClientError {
@@ -60,6 +63,7 @@ impl ClientError {
             ClientError::Status(status) => status.code(),
             ClientError::MissingField { .. } => tonic::Code::Internal,
             ClientError::StreamEnded { .. } => tonic::Code::Unavailable,
+            ClientError::ProducerClosed => tonic::Code::Cancelled,
         }
     }
 

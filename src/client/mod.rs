@@ -32,6 +32,7 @@
 pub mod consumer;
 pub mod error;
 pub mod groups;
+pub mod producer;
 pub mod records;
 
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub use crate::proto::v1::{
 pub use consumer::{GroupConsumer, GroupRecord};
 pub use error::ClientError;
 pub use groups::ResetTarget;
+pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};
 pub use records::{ConsumedRecord, PartitionReader, SubscribeStream};
 
 /// Default broker address of the CLI and of examples.

@@ -10,6 +10,7 @@ mod groups_api;
 mod harness;
 mod log_api;
 mod malformed;
+mod producer;
 mod storage_basic;
 mod storage_crash;
 mod storage_model;
