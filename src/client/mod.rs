@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod assigned;
 pub mod consumer;
 pub mod error;
 pub mod groups;
@@ -54,6 +55,7 @@ pub use crate::proto::v1::{
     PartitionLag, PartitionOffset, Record, RecordBatch, TopicConfig, TopicDescription,
     TopicPartitions, TopicSummary,
 };
+pub use assigned::{Consumer, SeekTo, TopicRecord};
 pub use consumer::{GroupConsumer, GroupRecord};
 pub use error::ClientError;
 pub use groups::ResetTarget;

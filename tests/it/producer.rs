@@ -102,3 +102,72 @@ async fn flush_sends_without_waiting_for_the_linger_and_errors_reach_each_record
     assert_eq!(d.wait().await.unwrap_err().code(), tonic::Code::NotFound);
     producer.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_reads_assigned_partitions_seeks_and_commits() {
+    use strata::client::{Consumer, SeekTo};
+    let b = BrokerProcess::start();
+    create_topic(&b, "c", 2).await;
+    let client = Client::connect(&b.addr).await.unwrap();
+    for p in 0..2u32 {
+        let records = (0..50)
+            .map(|i| Record {
+                value: format!("{p}-{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .produce("c", Some(p), records, Acks::Leader)
+            .await
+            .unwrap();
+    }
+    let mut consumer = Consumer::new(client.clone());
+    consumer.assign("c", 0, SeekTo::Earliest).await.unwrap();
+    consumer.assign("c", 1, SeekTo::Offset(40)).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 60 {
+        let batch = consumer.poll(Duration::from_secs(10)).await.unwrap();
+        assert!(!batch.is_empty(), "records arrive");
+        got.extend(batch);
+    }
+    assert_eq!(got.iter().filter(|r| r.record.partition == 0).count(), 50);
+    assert_eq!(
+        got.iter()
+            .find(|r| r.record.partition == 1)
+            .unwrap()
+            .record
+            .offset,
+        40
+    );
+    assert_eq!(consumer.position("c", 0), Some(50));
+    // Seek back: prefetched records are dropped, reading restarts there.
+    consumer.seek("c", 0, SeekTo::Offset(10)).await.unwrap();
+    let again = consumer.poll(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again[0].record.offset, 10);
+    assert_eq!(again[0].record.value, b"0-10");
+    consumer.seek("c", 1, SeekTo::Latest).await.unwrap();
+    assert_eq!(consumer.position("c", 1), Some(50));
+    consumer.commit("standalone").await.unwrap();
+    let committed = client.fetch_offsets("standalone", vec![]).await.unwrap();
+    assert_eq!(committed.len(), 2);
+    // New records reach a consumer positioned at the end (long-poll).
+    client
+        .produce(
+            "c",
+            Some(1),
+            vec![Record {
+                value: b"late".to_vec(),
+                ..Default::default()
+            }],
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
+    let mut late = Vec::new();
+    while !late
+        .iter()
+        .any(|r: &strata::client::TopicRecord| r.record.value == b"late")
+    {
+        late.extend(consumer.poll(Duration::from_secs(10)).await.unwrap());
+    }
+}
