@@ -17,7 +17,8 @@
 //! let mut consumer = Consumer::new(client);
 //! consumer.assign("orders", 0, SeekTo::Earliest).await?;
 //! for record in consumer.poll(std::time::Duration::from_secs(1)).await? {
-//!     println!("{}:{} {:?}", record.partition, record.offset, record.value);
+//!     let r = &record.record;
+//!     println!("{} {}:{} {:?}", record.topic, r.partition, r.offset, r.value);
 //! }
 //! consumer.commit("billing").await?;
 //! # Ok(()) }
