@@ -25,7 +25,6 @@
 //! rebuilt from the log when they are missing, short or inconsistent; they
 //! are never evidence about the log.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::error::Result;
@@ -261,11 +260,6 @@ pub fn valid_time_entries(bytes: &[u8], next_relative: u64) -> u32 {
         count += 1;
     }
     count
-}
-
-/// Whether a file exists at `path`.
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
 
 #[cfg(test)]
