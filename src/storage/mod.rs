@@ -40,6 +40,7 @@ pub mod index;
 pub mod map_cache;
 pub mod mapped_file;
 pub mod partition_log;
+pub mod prewarm;
 pub mod read;
 pub mod recovery;
 pub mod scan;
