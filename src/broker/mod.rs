@@ -32,7 +32,7 @@ pub use topics::{EffectiveTopicConfig, Partition, Topic, TopicOverrides};
 
 use crate::config::BrokerConfig;
 use crate::storage::fs::DirLock;
-use crate::storage::{now_ms, LogStats, MapCache, PartitionLog, StorageError};
+use crate::storage::{now_ms, LogStats, MapCache, PartitionLog};
 
 /// Written last on a clean shutdown, removed first at start-up.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -420,18 +420,18 @@ impl Broker {
 
     /// Flushes every partition (blocking). Called last on shutdown.
     pub fn close(&self) -> Result<()> {
-        let mut first_error = None;
+        let mut first_error: Option<BrokerError> = None;
         for topic in self.topics() {
             for p in &topic.partitions {
                 if let Err(e) = p.log.close() {
                     tracing::error!(topic = %topic.name, partition = p.id, error = %e, "flush on close failed");
-                    first_error.get_or_insert(e);
+                    first_error.get_or_insert(e.into());
                 }
             }
         }
         if let Err(e) = self.coordinator.sync() {
             tracing::error!(error = %e, "flushing group offsets on close failed");
-            first_error.get_or_insert(StorageError::Closed);
+            first_error.get_or_insert(e);
         }
         if first_error.is_none() {
             // Every partition is flushed and checkpointed: the next start
@@ -441,10 +441,7 @@ impl Broker {
                 tracing::warn!(error = %e, "could not write the clean-shutdown marker; the next start scans every tail");
             }
         }
-        match first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
