@@ -188,14 +188,32 @@ impl MappedFile {
             position + total as u64 <= self.allocated(),
             "write past the reserved length"
         );
-        let mut iov: Vec<libc::iovec> = std::iter::once(&head)
+        // No allocation on the hot path: the broker passes one payload piece,
+        // so the header and payload fit the stack buffer.
+        let to_iov = |p: &&[u8]| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        };
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut stack = [empty; 8];
+        let mut heap = Vec::new();
+        let parts = std::iter::once(&head)
             .chain(pieces.iter())
-            .filter(|p| !p.is_empty())
-            .map(|p| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
+            .filter(|p| !p.is_empty());
+        let iov: &mut [libc::iovec] = if pieces.len() < stack.len() {
+            let mut n = 0;
+            for (slot, p) in stack.iter_mut().zip(parts) {
+                *slot = to_iov(p);
+                n += 1;
+            }
+            &mut stack[..n]
+        } else {
+            heap.extend(parts.map(to_iov));
+            &mut heap[..]
+        };
         let (mut done, mut first) = (0usize, 0usize);
         while done < total {
             let count = (iov.len() - first).min(1024) as libc::c_int;
