@@ -7,6 +7,7 @@
 use tonic::{Code, Status};
 
 use crate::broker::BrokerError;
+use crate::storage::producers::SequenceError;
 use crate::storage::StorageError;
 
 /// Converts a broker error into the status the client sees.
@@ -57,6 +58,13 @@ fn storage_code(err: &StorageError) -> Code {
         StorageError::Poisoned { .. } => Code::Unavailable,
         StorageError::Closed => Code::Unavailable,
         StorageError::Io { .. } => Code::Internal,
+        StorageError::Sequence(e) => match e {
+            // An earlier batch of the producer is missing: resend from it.
+            SequenceError::OutOfOrder { .. } => Code::Aborted,
+            SequenceError::Fenced { .. } => Code::FailedPrecondition,
+            SequenceError::StaleDuplicate { .. } => Code::AlreadyExists,
+            SequenceError::InvalidSequence { .. } => Code::InvalidArgument,
+        },
     }
 }
 

@@ -13,6 +13,16 @@
 //! partition numbers as they would in Kafka. Without a key, requests rotate
 //! over the partitions.
 //!
+//! # Idempotent producers
+//!
+//! A request with a non-zero `producer_id` carries the producer's epoch and
+//! the sequence of its first record; the partition log checks it (see
+//! [`crate::storage::producers`]): a retry of a stored batch is answered with
+//! the original offsets and stores nothing, and a batch whose predecessor has
+//! not arrived yet waits here up to [`SEQUENCE_GAP_WAIT`] for it (requests
+//! pipelined on one connection may be handled out of order) before it is
+//! refused with `ABORTED`, so the client resends from the missing batch.
+//!
 //! # Timestamps
 //!
 //! A batch's frame timestamps are the broker's append time (ms since the
@@ -20,13 +30,19 @@
 //! `timestamp_ms` in the payload; 0 there means "the batch's append time".
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::error::{BrokerError, Result};
 use super::Broker;
-use crate::storage::{now_ms, BatchMeta};
+use crate::storage::producers::SequenceError;
+use crate::storage::{now_ms, AppendInfo, BatchMeta, StorageError};
 use crate::wire::{scan_records, RECORDS_KEY_BYTE};
+
+/// How long a batch whose sequence runs ahead waits for its predecessor
+/// before it is refused with `ABORTED`.
+pub const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(500);
 
 /// Acknowledgement level of a produce request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,19 +114,26 @@ impl Broker {
             },
         };
         let partition = topic.partition(partition_id)?.clone();
-        let append_time_ms = now_ms();
-        let meta = BatchMeta {
+        let mut meta = BatchMeta {
             record_count: summary.record_count,
-            first_timestamp_ms: append_time_ms,
-            max_timestamp_ms: append_time_ms,
+            first_timestamp_ms: 0,
+            max_timestamp_ms: 0,
             producer_id: input.producer_id,
             producer_epoch: input.producer_epoch,
             base_sequence: input.base_sequence,
             attributes: 0,
         };
-        // A memcpy into the map: short, bounded by the request size.
-        let info = partition.log.append(&meta, &[&input.records])?;
-        partition.appended(info.next_offset);
+        let info = if input.producer_id == 0 {
+            // A memcpy into the map: short, bounded by the request size.
+            append_now(&partition.log, &mut meta, &input.records)?
+        } else {
+            self.append_in_sequence(&partition, &mut meta, &input.records)
+                .await?
+        };
+        let append_time_ms = meta.max_timestamp_ms;
+        if !info.duplicate {
+            partition.appended(info.next_offset);
+        }
         if info.flush_due {
             self.flush_wake.notify_one();
         }
@@ -127,6 +150,51 @@ impl Broker {
             append_time_ms,
         })
     }
+}
+
+impl Broker {
+    /// Appends an idempotent producer's batch, waiting (bounded) for a
+    /// missing predecessor that may still be on its way.
+    async fn append_in_sequence(
+        &self,
+        partition: &super::topics::Partition,
+        meta: &mut BatchMeta,
+        records: &[u8],
+    ) -> Result<AppendInfo> {
+        // Subscribe before the first attempt so no append in between is missed.
+        let mut appends = partition.watch_high_watermark();
+        let deadline = tokio::time::Instant::now() + SEQUENCE_GAP_WAIT;
+        loop {
+            match append_now(&partition.log, meta, records) {
+                Err(BrokerError::Storage(StorageError::Sequence(SequenceError::OutOfOrder {
+                    ..
+                }))) if tokio::time::Instant::now() < deadline && !self.is_shutting_down() => {
+                    // Wake on the next append to this partition, or give up.
+                    match tokio::time::timeout_at(deadline, appends.changed()).await {
+                        Ok(Ok(())) => continue,
+                        // Deadline or a deleted partition: one last attempt.
+                        _ => return append_now(&partition.log, meta, records),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Appends `records` as one batch stamped with the current time.
+fn append_now(
+    log: &crate::storage::PartitionLog,
+    meta: &mut BatchMeta,
+    records: &[u8],
+) -> Result<AppendInfo> {
+    let append_time_ms = now_ms();
+    meta.first_timestamp_ms = append_time_ms;
+    meta.max_timestamp_ms = append_time_ms;
+    let info = log.append(meta, &[records])?;
+    // A duplicate answers with the original batch's time.
+    meta.max_timestamp_ms = info.batch_time_ms;
+    Ok(info)
 }
 
 /// The key of the first record of a records payload, if the bytes allow it.

@@ -17,15 +17,27 @@
 //! | 40..44 | u32  | index_entries       | `.index` entries flushed with it                    |
 //! | 44..48 | u32  | checksum            | CRC-32 of bytes 0..44                               |
 //!
+//! Version 2 continues with the idempotent-producer table as of the same
+//! point (layout in [`super::producers`]):
+//!
+//! | bytes         | type | field                                        |
+//! |---------------|------|----------------------------------------------|
+//! | 48..52        | u32  | table length *t* in bytes                    |
+//! | 52..52+t      |      | the encoded [`ProducerTable`]                |
+//! | 52+t..56+t    | u32  | CRC-32 of bytes 48..52+t                     |
+//!
+//! Version 1 files (48 bytes, no table) are still read, with an empty table.
 //! A checkpoint that fails its checksum, or whose last frame does not match
 //! the log, is ignored: recovery then scans the whole active segment.
 
 use std::path::Path;
 
+use super::producers::ProducerTable;
+
 /// File name of the checkpoint inside a partition directory.
 pub const CHECKPOINT_FILE: &str = "recovery-checkpoint";
 /// Version written into the checkpoint.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const MAGIC: &[u8; 4] = b"SCKP";
 const LEN: usize = 48;
 
@@ -63,14 +75,54 @@ impl Checkpoint {
         b
     }
 
-    /// Decodes a checkpoint, `None` when the bytes are not a valid one.
+    /// Encodes the checkpoint followed by the producer table (version 2).
+    pub fn encode_with(&self, producers: &ProducerTable) -> Vec<u8> {
+        let mut b = Vec::with_capacity(LEN + 8 + 64 * producers.len());
+        b.extend_from_slice(&self.encode());
+        b.extend_from_slice(&[0u8; 4]);
+        producers.encode_into(&mut b);
+        let table_len = (b.len() - LEN - 4) as u32;
+        b[LEN..LEN + 4].copy_from_slice(&table_len.to_le_bytes());
+        let sum = crc32fast::hash(&b[LEN..]);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Decodes a checkpoint with its producer table (empty for version 1
+    /// files), `None` when the bytes are not a valid checkpoint.
+    pub fn decode_with(b: &[u8], max_producers: usize) -> Option<(Checkpoint, ProducerTable)> {
+        let checkpoint = Checkpoint::decode(b.get(..LEN)?)?;
+        let version = u32::from_le_bytes(b[4..8].try_into().ok()?);
+        let rest = &b[LEN..];
+        if version == 1 {
+            return rest
+                .is_empty()
+                .then(|| (checkpoint, ProducerTable::new(max_producers)));
+        }
+        let (len, _) = rest.split_first_chunk::<4>()?;
+        let table_len = u32::from_le_bytes(*len) as usize;
+        if rest.len() != 4 + table_len + 4 {
+            return None;
+        }
+        let (section, sum) = rest.split_at(4 + table_len);
+        if u32::from_le_bytes(sum.try_into().ok()?) != crc32fast::hash(section) {
+            return None;
+        }
+        let table = ProducerTable::decode(&section[4..], max_producers)?;
+        Some((checkpoint, table))
+    }
+
+    /// Decodes the fixed 48-byte part of a checkpoint (either version),
+    /// `None` when the bytes are not a valid one.
     pub fn decode(b: &[u8]) -> Option<Checkpoint> {
         if b.len() != LEN || &b[0..4] != MAGIC {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        if u32_at(4) != CHECKPOINT_VERSION || u32_at(44) != crc32fast::hash(&b[..44]) {
+        if !(1..=CHECKPOINT_VERSION).contains(&u32_at(4))
+            || u32_at(44) != crc32fast::hash(&b[..44])
+        {
             return None;
         }
         Some(Checkpoint {
@@ -83,11 +135,12 @@ impl Checkpoint {
         })
     }
 
-    /// Reads the checkpoint of the partition in `dir`; `None` if absent or invalid.
-    pub fn read(dir: &Path) -> Option<Checkpoint> {
+    /// Reads the checkpoint of the partition in `dir` with its producer
+    /// table; `None` if absent or invalid.
+    pub fn read(dir: &Path, max_producers: usize) -> Option<(Checkpoint, ProducerTable)> {
         std::fs::read(dir.join(CHECKPOINT_FILE))
             .ok()
-            .and_then(|b| Checkpoint::decode(&b))
+            .and_then(|b| Checkpoint::decode_with(&b, max_producers))
     }
 }
 
@@ -112,5 +165,52 @@ mod tests {
             d[i] ^= 1;
             assert_eq!(Checkpoint::decode(&d), None, "flip at {i}");
         }
+    }
+
+    #[test]
+    fn version_2_carries_the_producer_table_and_rejects_any_flip() {
+        let c = Checkpoint {
+            segment_base: 0,
+            position: 128,
+            next_offset: 3,
+            last_frame_crc: 1,
+            last_frame_len: 128,
+            index_entries: 0,
+        };
+        let mut table = ProducerTable::default();
+        let meta = crate::storage::BatchMeta {
+            record_count: 3,
+            producer_id: 42,
+            base_sequence: 0,
+            ..Default::default()
+        };
+        table.record(&meta, 0, 77);
+        let b = c.encode_with(&table);
+        assert_eq!(Checkpoint::decode_with(&b, 16), Some((c, table.clone())));
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 1;
+            assert_eq!(Checkpoint::decode_with(&d, 16), None, "flip at {i}");
+        }
+        assert_eq!(Checkpoint::decode_with(&b[..b.len() - 1], 16), None);
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let c = Checkpoint {
+            segment_base: 5,
+            position: 0,
+            next_offset: 5,
+            last_frame_crc: 0,
+            last_frame_len: 0,
+            index_entries: 0,
+        };
+        let mut b = c.encode();
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let sum = crc32fast::hash(&b[..44]);
+        b[44..48].copy_from_slice(&sum.to_le_bytes());
+        let (decoded, table) = Checkpoint::decode_with(&b, 16).expect("v1 decodes");
+        assert_eq!(decoded, c);
+        assert!(table.is_empty());
     }
 }

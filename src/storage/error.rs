@@ -55,6 +55,10 @@ pub enum StorageError {
         /// Directory of the partition.
         path: PathBuf,
     },
+    /// An idempotent producer's batch is out of sequence or fenced; nothing
+    /// was written.
+    #[error(transparent)]
+    Sequence(#[from] super::producers::SequenceError),
     /// The log was closed.
     #[error("partition log is closed")]
     Closed,

@@ -13,6 +13,7 @@
 //! | [`scan`]          | walking frames: end of data, torn tails, interior damage   |
 //! | [`recovery`]      | opening the active segment from the recovery checkpoint    |
 //! | [`checkpoint`]    | the recovery checkpoint file                               |
+//! | [`producers`]     | idempotent producers: sequences, duplicates, fencing       |
 //! | [`partition_log`] | `PartitionLog`: append, roll, flush, retention             |
 //! | [`read`]          | reads by offset and lookups by time                        |
 //! | [`map_cache`]     | the bound on mapped sealed segments                        |
@@ -41,6 +42,7 @@ pub mod map_cache;
 pub mod mapped_file;
 pub mod partition_log;
 pub mod prewarm;
+pub mod producers;
 pub mod read;
 pub mod recovery;
 pub mod scan;

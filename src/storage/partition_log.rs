@@ -39,7 +39,8 @@ use super::frame::{encode_header, BatchMeta, HEADER_LEN};
 use super::fs;
 use super::index::{encode_offset_entry, encode_time_entry};
 use super::map_cache::MapCache;
-use super::recovery::{recover_active, RecoveryReport};
+use super::producers::{ProducerTable, SequenceCheck, DEFAULT_MAX_PRODUCERS};
+use super::recovery::{recover_active, Recovered, RecoveryReport};
 use super::scan::Damage;
 use super::segment::{parse_segment_name, ActiveSegment, IndexCursor, SealedSegment};
 
@@ -70,6 +71,8 @@ struct Writer {
     unflushed_bytes: u64,
     /// Sealed segments whose files still await their trim.
     pending_trims: Vec<Arc<SealedSegment>>,
+    /// Idempotent producers' recent batches (saved with each checkpoint).
+    producers: ProducerTable,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +92,12 @@ pub struct AppendInfo {
     pub next_offset: u64,
     /// Whether the flush policy says a background flush is due now.
     pub flush_due: bool,
+    /// The batch was a retry of an idempotent producer's batch already in
+    /// the log: nothing was appended and the offsets are the original ones.
+    pub duplicate: bool,
+    /// The batch's largest timestamp (the original batch's append time for a
+    /// duplicate).
+    pub batch_time_ms: i64,
 }
 
 /// Sizes and health of a log, for `DescribeTopic`.
@@ -132,6 +141,9 @@ pub struct PartitionLog {
     report: RecoveryReport,
     /// Damaged ranges the scrubber found since the log was opened.
     pub(crate) scrub_damage: Mutex<Vec<(u64, u64)>>,
+    /// `(next_offset, segment_base)` of the newest checkpoint written, so a
+    /// slow flush never overwrites a newer checkpoint written by a roll.
+    checkpoint_written: Mutex<(u64, u64)>,
 }
 
 /// Milliseconds since the Unix epoch by the wall clock.
@@ -178,7 +190,12 @@ impl PartitionLog {
                 dir, base, end, size, &config,
             )));
         }
-        let (active, start, report) = recover_active(dir, active_base, &config, clean)?;
+        let (active, recovered) = recover_active(dir, active_base, &config, clean)?;
+        let Recovered {
+            start,
+            report,
+            producers,
+        } = recovered;
         if report.truncated_bytes > 0 {
             counters::add_truncated(report.truncated_bytes);
             tracing::warn!(
@@ -201,7 +218,14 @@ impl PartitionLog {
                 "recovery found interior damage; those offsets will be answered as corrupt"
             );
         }
-        let log = Self::assemble(dir, config, cache, sealed, active, Some((start, report)));
+        let log = Self::assemble(
+            dir,
+            config,
+            cache,
+            sealed,
+            active,
+            Some((start, report, producers)),
+        );
         Ok(log)
     }
 
@@ -211,13 +235,17 @@ impl PartitionLog {
         cache: Arc<MapCache>,
         sealed: Vec<Arc<SealedSegment>>,
         active: ActiveSegment,
-        recovered: Option<(super::recovery::WriterStart, RecoveryReport)>,
+        recovered: Option<(super::recovery::WriterStart, RecoveryReport, ProducerTable)>,
     ) -> PartitionLog {
         let active = Arc::new(active);
         let log_start = sealed.first().map_or(active.base_offset, |s| s.base_offset);
-        let (start, report) = match recovered {
-            Some((s, r)) => (Some(s), r),
-            None => (None, RecoveryReport::default()),
+        let (start, report, producers) = match recovered {
+            Some((s, r, p)) => (Some(s), r, p),
+            None => (
+                None,
+                RecoveryReport::default(),
+                ProducerTable::new(DEFAULT_MAX_PRODUCERS),
+            ),
         };
         let writer = Writer {
             config,
@@ -230,6 +258,7 @@ impl PartitionLog {
             dirty_since: None,
             unflushed_bytes: 0,
             pending_trims: Vec::new(),
+            producers,
         };
         let next = writer.next_offset;
         PartitionLog {
@@ -250,6 +279,7 @@ impl PartitionLog {
             poisoned: AtomicBool::new(false),
             report,
             scrub_damage: Mutex::new(Vec::new()),
+            checkpoint_written: Mutex::new((0, 0)),
         }
     }
 
@@ -326,9 +356,15 @@ impl PartitionLog {
     /// process crash; call [`PartitionLog::wait_durable`] for power loss.
     ///
     /// # Errors
+    /// A batch of an idempotent producer (`meta.producer_id != 0`) is
+    /// checked against the producer's sequence first (see
+    /// [`super::producers`]): a retry of a batch already in the log returns
+    /// the original offsets with [`AppendInfo::duplicate`] set.
+    ///
+    /// # Errors
     /// [`StorageError::BatchTooLarge`], [`StorageError::InvalidBatch`],
     /// [`StorageError::DiskFull`] (nothing written; later appends may succeed),
-    /// [`StorageError::Poisoned`].
+    /// [`StorageError::Poisoned`], [`StorageError::Sequence`] (nothing written).
     pub fn append(&self, meta: &BatchMeta, payload: &[&[u8]]) -> Result<AppendInfo> {
         if meta.record_count == 0 {
             return Err(StorageError::InvalidBatch(
@@ -339,6 +375,17 @@ impl PartitionLog {
         let mut w = self.lock_writer();
         if self.is_poisoned() {
             return Err(self.poisoned_error());
+        }
+        if meta.producer_id != 0 {
+            if let SequenceCheck::Duplicate(b) = w.producers.check(meta)? {
+                return Ok(AppendInfo {
+                    base_offset: b.base_offset,
+                    next_offset: b.base_offset + u64::from(b.record_count),
+                    flush_due: false,
+                    duplicate: true,
+                    batch_time_ms: b.append_time_ms,
+                });
+            }
         }
         let max = w.config.effective_segment_bytes();
         if frame_len > max {
@@ -391,6 +438,10 @@ impl PartitionLog {
         w.first_batch_ms.get_or_insert(meta.max_timestamp_ms);
         w.dirty_since.get_or_insert_with(Instant::now);
         w.unflushed_bytes += frame_len;
+        if meta.producer_id != 0 {
+            w.producers
+                .record(meta, base_offset, meta.max_timestamp_ms);
+        }
         // Publish: bytes first, then the segment end, then the watermark.
         active.publish_end(end);
         self.high_watermark.store(w.next_offset, Ordering::Release);
@@ -399,6 +450,8 @@ impl PartitionLog {
             base_offset,
             next_offset: w.next_offset,
             flush_due,
+            duplicate: false,
+            batch_time_ms: meta.max_timestamp_ms,
         })
     }
 
@@ -464,6 +517,22 @@ impl PartitionLog {
         w.cursor = IndexCursor::new();
         w.first_batch_ms = None;
         w.last_frame = (0, 0);
+        if !w.producers.is_empty() {
+            // The old segment is synced: checkpoint the start of the new one,
+            // so the producer state of the batches since the last flush
+            // survives a crash (recovery replays only the active segment).
+            let c = Checkpoint {
+                segment_base: w.next_offset,
+                position: 0,
+                next_offset: w.next_offset,
+                last_frame_crc: 0,
+                last_frame_len: 0,
+                index_entries: 0,
+            };
+            if let Err(e) = self.write_checkpoint(&c, &w.producers) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint at a segment roll");
+            }
+        }
         drop(old);
         w.pending_trims.push(sealed);
         Self::retry_trims(w);
@@ -575,18 +644,34 @@ impl PartitionLog {
             if full && !w.pending_trims.is_empty() {
                 Self::retry_trims(&mut w);
             }
-            (w.active.clone(), c)
+            let producers = full.then(|| w.producers.clone());
+            (w.active.clone(), (c, producers))
         };
-        if full {
+        let (checkpoint, producers) = checkpoint;
+        if let Some(producers) = producers {
             active.sync_all_files()?;
-            let path = self.dir.join(CHECKPOINT_FILE);
-            fs::write_atomic(&path, &checkpoint.encode())
-                .map_err(|e| StorageError::io(&path, e))?;
+            self.write_checkpoint(&checkpoint, &producers)?;
         } else {
             active.log.sync_data()?;
         }
         counters::record_flush(started.elapsed());
         Ok(checkpoint.next_offset)
+    }
+
+    /// Writes the recovery checkpoint with the producer table as of the same
+    /// point, unless a newer one was written meanwhile.
+    fn write_checkpoint(&self, c: &Checkpoint, producers: &ProducerTable) -> Result<()> {
+        let mut last = self
+            .checkpoint_written
+            .lock()
+            .expect("checkpoint lock poisoned");
+        if (c.next_offset, c.segment_base) < *last {
+            return Ok(());
+        }
+        let path = self.dir.join(CHECKPOINT_FILE);
+        fs::write_atomic(&path, &c.encode_with(producers)).map_err(|e| StorageError::io(&path, e))?;
+        *last = (c.next_offset, c.segment_base);
+        Ok(())
     }
 
     /// Deletes closed segments past the retention limits (`retention_ms` by

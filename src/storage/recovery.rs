@@ -24,6 +24,7 @@ use super::index::{
     TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
 use super::mapped_file::MappedFile;
+use super::producers::{ProducerTable, DEFAULT_MAX_PRODUCERS};
 use super::scan::{scan, scan_prefix, Damage, ScanEnd, ScanItem};
 use super::segment::{segment_path, ActiveSegment, IndexCursor};
 
@@ -57,6 +58,17 @@ pub struct WriterStart {
     pub first_batch_ms: Option<i64>,
 }
 
+/// Everything recovery hands to the log besides the segment itself.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Where the writer continues.
+    pub start: WriterStart,
+    /// What was found.
+    pub report: RecoveryReport,
+    /// Idempotent producers: the checkpointed table plus the replayed tail.
+    pub producers: ProducerTable,
+}
+
 /// Opens the active segment at `base` in `dir`, recovering its tail.
 ///
 /// `clean` says the broker shut down cleanly (it flushed and checkpointed
@@ -68,7 +80,7 @@ pub fn recover_active(
     base: u64,
     config: &LogConfig,
     clean: bool,
-) -> Result<(ActiveSegment, WriterStart, RecoveryReport)> {
+) -> Result<(ActiveSegment, Recovered)> {
     let log = MappedFile::open_writable(
         &segment_path(dir, base, "log"),
         config.effective_segment_bytes(),
@@ -79,8 +91,21 @@ pub fn recover_active(
     let mut report = RecoveryReport::default();
 
     // 1. Where can the scan start?
-    let saved = Checkpoint::read(dir);
-    let checkpoint = saved.filter(|c| checkpoint_matches(c, base, bytes));
+    let saved = Checkpoint::read(dir, DEFAULT_MAX_PRODUCERS);
+    let checkpoint = saved
+        .as_ref()
+        .map(|(c, _)| *c)
+        .filter(|c| checkpoint_matches(c, base, bytes));
+    let saved_is_older = saved.as_ref().is_some_and(|(c, _)| c.segment_base < base);
+    // The saved producer table is trusted when the checkpoint matches this
+    // segment or predates it (then the whole segment is replayed on top).
+    let (saved, saved_table) = match saved {
+        Some((c, table)) => (Some(c), Some(table)),
+        None => (None, None),
+    };
+    let mut producers = saved_table
+        .filter(|_| checkpoint.is_some() || saved_is_older)
+        .unwrap_or_else(|| ProducerTable::new(DEFAULT_MAX_PRODUCERS));
     // What follows a valid checkpoint (all of this segment, when the
     // checkpoint names an older one: it was written before the roll) was
     // never flushed. A power cut may have left holes there (write-back
@@ -166,6 +191,7 @@ pub fn recover_active(
     let end = tail_scan(bytes, start_pos, start_off, |item| match item {
         ScanItem::Frame { position, header } => {
             last_frame = (header.crc, header.frame_len);
+            producers.record(&header.meta, header.base_offset, header.meta.max_timestamp_ms);
             if let Some((o, t)) = cursor.on_batch(base, position, &header, interval) {
                 let pushed = index
                     .push(&encode_offset_entry(o))
@@ -204,8 +230,11 @@ pub fn recover_active(
     };
     Ok((
         ActiveSegment::from_parts(base, log, index, time, end.position),
-        start,
-        report,
+        Recovered {
+            start,
+            report,
+            producers,
+        },
     ))
 }
 

@@ -13,5 +13,6 @@ mod malformed;
 mod producer;
 mod storage_basic;
 mod storage_crash;
+mod storage_idempotence;
 mod storage_model;
 mod storage_recovery;

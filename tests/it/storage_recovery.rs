@@ -886,11 +886,11 @@ fn bad_checkpoints_fall_back_to_a_full_scan() {
     let stale = std::fs::read(dir.path().join(CHECKPOINT_FILE)).expect("checkpoint");
     log.close().expect("close");
     drop(log);
-    let good = Checkpoint::read(dir.path()).expect("a valid checkpoint");
+    let (good, producers) = Checkpoint::read(dir.path(), 1024).expect("a valid checkpoint");
     let hw = ledger.last().expect("e").next();
     let frames = frames_of(dir.path());
     let mid = frames[frames.len() / 2];
-    let forged = |c: Checkpoint| c.encode().to_vec();
+    let forged = |c: Checkpoint| c.encode_with(&producers);
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
         ("random bytes", rng.bytes(48), false),
         ("random length", rng.bytes(13), false),
