@@ -186,7 +186,7 @@ mod tests {
         };
         table.record(&meta, 0, 77);
         let b = c.encode_with(&table);
-        assert_eq!(Checkpoint::decode_with(&b, 16), Some((c, table.clone())));
+        assert_eq!(Checkpoint::decode_with(&b, 1024), Some((c, table.clone())));
         for i in 0..b.len() {
             let mut d = b.clone();
             d[i] ^= 1;
