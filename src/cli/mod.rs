@@ -38,8 +38,11 @@ use crate::config::ConfigError;
 ///
 /// Run a broker with `strata serve`; manage topics, produce and consume with
 /// the other commands, which talk to a broker over gRPC (see --broker).
+///
+/// A flag given twice takes its last value (so wrappers can append
+/// overrides to a command line).
 #[derive(Debug, Parser)]
-#[command(name = "strata", version)]
+#[command(name = "strata", version, args_override_self = true)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]

@@ -3,17 +3,36 @@
 //! Records are grouped per partition into batches of up to
 //! [`ProducerConfig::batch_records`] records or [`ProducerConfig::batch_bytes`]
 //! bytes; a batch is sent when full or [`ProducerConfig::linger`] after its
-//! first record. Partitions proceed in parallel; within one partition at
-//! most one request is in flight, so records are stored in the order they
-//! were sent, retries included. The partition of a keyed record is the
-//! broker's (Kafka's murmur2) key hash, so the producer and the broker agree;
-//! keyless records stick to one partition per batch and rotate.
+//! first record. The partition of a keyed record is the broker's (Kafka's
+//! murmur2) key hash, so the producer and the broker agree; keyless records
+//! stick to one partition per batch and rotate.
 //!
-//! Retries: a request that fails with `UNAVAILABLE` (or cannot reach the
-//! broker) is retried up to [`ProducerConfig::retries`] times with doubling
-//! backoff. A retry after a request that reached the broker but whose answer
-//! was lost can store the batch twice (at-least-once); idempotent producer
-//! sequences would remove that and are not implemented yet.
+//! # Ordering, pipelining and retries
+//!
+//! Partitions proceed in parallel, and within one partition up to
+//! [`ProducerConfig::max_in_flight`] requests (at most
+//! [`RECENT_BATCHES`](crate::storage::producers::RECENT_BATCHES) = 5) are in
+//! flight at once. The producer is *idempotent* by default: it picks a random
+//! producer id and numbers its records per partition, and the broker stores
+//! a partition's batches strictly in sequence order, answers a retried batch
+//! that is already stored with its original offsets instead of storing it
+//! again, and refuses (`ABORTED`) a batch whose predecessor is missing. So
+//! records are stored exactly once and in the order they were sent, retries
+//! and pipelining included.
+//!
+//! When a request fails with a retriable error (`UNAVAILABLE`, a lost
+//! connection, `ABORTED` behind a failed predecessor), the partition stops
+//! sending, waits for its in-flight requests, and resends the failed batches
+//! one at a time in order, with doubling backoff, up to
+//! [`ProducerConfig::retries`] times each. A batch the broker refuses for
+//! good (`INVALID_ARGUMENT`, say) fails its records; the later batches are
+//! renumbered under a new producer epoch and resent, so one bad record does
+//! not block the partition. A batch that exhausts its retries fails, and so
+//! do the batches sent after it to that partition.
+//!
+//! With [`ProducerConfig::idempotent`] off, requests carry no sequence and
+//! one request per partition is in flight; a retry after an answer was lost
+//! can then store a batch twice (at-least-once).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), strata::client::ClientError> {
@@ -30,14 +49,17 @@
 //! ```
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Acks, Client, ClientError, Record};
 use crate::broker::produce::partition_for_key;
+use crate::proto::v1::ProduceRequest;
+use crate::storage::producers::{add_sequence, RECENT_BATCHES};
 
 /// How a [`Producer`] batches and retries.
 #[derive(Debug, Clone)]
@@ -56,6 +78,12 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Records queued before `send` waits (back-pressure). Default: 100,000.
     pub queue_records: usize,
+    /// Requests in flight per partition, 1..=5. Default: 5. Without
+    /// idempotence it is always 1.
+    pub max_in_flight: usize,
+    /// Number records so the broker drops retried duplicates and keeps the
+    /// order of pipelined requests. Default: on.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -68,6 +96,8 @@ impl Default for ProducerConfig {
             retries: 3,
             retry_backoff: Duration::from_millis(50),
             queue_records: 100_000,
+            max_in_flight: RECENT_BATCHES,
+            idempotent: true,
         }
     }
 }
@@ -181,22 +211,43 @@ struct Batch {
     started: Option<Instant>,
 }
 
+/// What the worker tells a partition's sender.
+enum LaneMessage {
+    /// Send this batch after the ones before it.
+    Batch(Batch),
+    /// Answer once every batch handed over so far is answered.
+    Flush(oneshot::Sender<()>),
+}
+
 struct Worker {
     client: Client,
     config: ProducerConfig,
+    producer_id: u64,
     batches: HashMap<(String, u32), Batch>,
-    in_flight: HashMap<(String, u32), JoinHandle<()>>,
+    lanes: HashMap<(String, u32), Lane>,
     partitions: HashMap<String, u32>,
     sticky: HashMap<String, u32>,
 }
 
+/// The sender of one partition: a task that owns the partition's sequence.
+struct Lane {
+    tx: mpsc::UnboundedSender<LaneMessage>,
+    task: JoinHandle<()>,
+}
+
 impl Worker {
     fn new(client: Client, config: ProducerConfig) -> Worker {
+        let producer_id = if config.idempotent {
+            random_producer_id()
+        } else {
+            0
+        };
         Worker {
             client,
             config,
+            producer_id,
             batches: HashMap::new(),
-            in_flight: HashMap::new(),
+            lanes: HashMap::new(),
             partitions: HashMap::new(),
             sticky: HashMap::new(),
         }
@@ -211,11 +262,15 @@ impl Worker {
                         self.add(topic, partition, record, reply).await;
                     }
                     Some(Command::Flush(done)) => {
-                        self.drain().await;
+                        self.flush_lanes().await;
                         let _ = done.send(());
                     }
                     None => {
-                        self.drain().await;
+                        self.flush_lanes().await;
+                        for (_, lane) in self.lanes.drain() {
+                            drop(lane.tx);
+                            let _ = lane.task.await;
+                        }
                         return;
                     }
                 },
@@ -279,7 +334,7 @@ impl Worker {
         }
     }
 
-    /// Sends the batch of `key` after the partition's previous request.
+    /// Hands the batch of `key` to its partition's sender.
     fn dispatch(&mut self, key: (String, u32)) {
         let Some(batch) = self.batches.remove(&key) else {
             return;
@@ -287,78 +342,299 @@ impl Worker {
         if let Some(n) = self.sticky.get_mut(&key.0) {
             *n = n.wrapping_add(1);
         }
-        let previous = self.in_flight.remove(&key);
-        let client = self.client.clone();
-        let config = self.config.clone();
-        let (topic, partition) = key.clone();
-        let handle = tokio::spawn(async move {
-            if let Some(p) = previous {
-                let _ = p.await;
-            }
-            let result =
-                send_with_retries(&client, &config, &topic, partition, batch.records).await;
-            for (i, reply) in batch.replies.into_iter().enumerate() {
-                let r = match &result {
-                    Ok(base) => Ok(RecordMetadata {
-                        partition,
-                        offset: base + i as u64,
-                    }),
-                    Err(e) => Err(share(e)),
-                };
-                let _ = reply.send(r);
+        let lane = self.lanes.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sender = LaneSender::new(
+                self.client.clone(),
+                self.config.clone(),
+                key.0.clone(),
+                key.1,
+                self.producer_id,
+            );
+            Lane {
+                tx,
+                task: tokio::spawn(sender.run(rx)),
             }
         });
-        self.in_flight.insert(key, handle);
+        if let Err(mpsc::error::SendError(LaneMessage::Batch(batch))) =
+            lane.tx.send(LaneMessage::Batch(batch))
+        {
+            fail_batch(batch, &ClientError::ProducerClosed);
+        }
     }
 
-    async fn drain(&mut self) {
+    /// Sends every pending batch and waits until all are answered.
+    async fn flush_lanes(&mut self) {
         let keys: Vec<_> = self.batches.keys().cloned().collect();
         for key in keys {
             self.dispatch(key);
         }
-        for (_, handle) in self.in_flight.drain() {
-            let _ = handle.await;
+        let mut waits = Vec::with_capacity(self.lanes.len());
+        for lane in self.lanes.values() {
+            let (tx, rx) = oneshot::channel();
+            if lane.tx.send(LaneMessage::Flush(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
         }
     }
+}
+
+/// A batch that has its sequence numbers.
+struct SentBatch {
+    request: ProduceRequest,
+    replies: Vec<Reply>,
+    /// Send order within the partition (sequence order within an epoch).
+    order: u64,
+    attempts: u32,
+}
+
+/// Sends one partition's batches in order, several in flight.
+struct LaneSender {
+    client: Client,
+    config: ProducerConfig,
+    topic: String,
+    partition: u32,
+    producer_id: u64,
+    epoch: u32,
+    next_sequence: i32,
+    next_order: u64,
+    max_in_flight: usize,
+}
+
+type Outcome = (SentBatch, Result<u64, ClientError>);
+
+impl LaneSender {
+    fn new(
+        client: Client,
+        config: ProducerConfig,
+        topic: String,
+        partition: u32,
+        producer_id: u64,
+    ) -> LaneSender {
+        let max_in_flight = if producer_id == 0 {
+            1
+        } else {
+            config.max_in_flight.clamp(1, RECENT_BATCHES)
+        };
+        LaneSender {
+            client,
+            config,
+            topic,
+            partition,
+            producer_id,
+            epoch: 0,
+            next_sequence: 0,
+            next_order: 0,
+            max_in_flight,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<LaneMessage>) {
+        let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+        let mut failed: Vec<(SentBatch, ClientError)> = Vec::new();
+        let mut flush_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut open = true;
+        loop {
+            if in_flight.is_empty() {
+                if !failed.is_empty() {
+                    self.recover(std::mem::take(&mut failed)).await;
+                }
+                for w in flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                if !open {
+                    return;
+                }
+            }
+            let may_send = open && failed.is_empty() && in_flight.len() < self.max_in_flight;
+            tokio::select! {
+                message = rx.recv(), if may_send => match message {
+                    Some(LaneMessage::Batch(batch)) => {
+                        let sent = self.number(batch);
+                        in_flight.spawn(send_once(self.client.clone(), sent));
+                    }
+                    Some(LaneMessage::Flush(done)) => flush_waiters.push(done),
+                    None => open = false,
+                },
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
+                    Ok((sent, Ok(base))) => answer(sent.replies, self.partition, base),
+                    Ok((sent, Err(e))) => failed.push((sent, e)),
+                    // A send task panicked (a bug): its replies were dropped,
+                    // so their deliveries report the producer as closed.
+                    Err(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Gives a batch the next sequence numbers of this partition.
+    fn number(&mut self, batch: Batch) -> SentBatch {
+        let count = batch.records.len() as u32;
+        let request = ProduceRequest {
+            topic: self.topic.clone(),
+            partition: Some(self.partition),
+            records: batch.records,
+            acks: self.config.acks.into(),
+            producer_id: self.producer_id,
+            producer_epoch: self.epoch,
+            base_sequence: if self.producer_id == 0 {
+                0
+            } else {
+                self.next_sequence
+            },
+        };
+        self.next_sequence = add_sequence(self.next_sequence, count);
+        self.next_order += 1;
+        SentBatch {
+            request,
+            replies: batch.replies,
+            order: self.next_order,
+            attempts: 1,
+        }
+    }
+
+    /// Starts a new epoch: the sequence restarts at 0 and batches of the old
+    /// epoch still on their way are fenced by the broker.
+    fn new_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.next_sequence = 0;
+    }
+
+    /// Resends failed batches one at a time, in the order they were sent.
+    async fn recover(&mut self, mut failed: Vec<(SentBatch, ClientError)>) {
+        failed.sort_by_key(|(b, _)| b.order);
+        let mut renumber = false;
+        let mut give_up: Option<ClientError> = None;
+        for (mut batch, error) in failed {
+            if let Some(e) = &give_up {
+                fail_replies(batch.replies, e);
+                continue;
+            }
+            if !is_retriable(&error) {
+                // Refused for good (nothing stored): later batches must not
+                // wait for its sequence numbers.
+                fail_replies(batch.replies, &error);
+                renumber = true;
+                continue;
+            }
+            if renumber && self.producer_id != 0 {
+                renumber = false;
+                self.new_epoch();
+            }
+            if batch.request.producer_epoch != self.epoch && self.producer_id != 0 {
+                let count = batch.request.records.len() as u32;
+                batch.request.producer_epoch = self.epoch;
+                batch.request.base_sequence = self.next_sequence;
+                self.next_sequence = add_sequence(self.next_sequence, count);
+            }
+            let mut error = error;
+            let mut backoff = self.config.retry_backoff;
+            loop {
+                if !is_retriable(&error) || batch.attempts > self.config.retries {
+                    // Whether it was stored is unknown after a lost answer,
+                    // so the batches behind it fail too rather than risk a
+                    // duplicate; the sequence restarts in a new epoch.
+                    fail_replies(batch.replies, &error);
+                    if self.producer_id != 0 {
+                        self.new_epoch();
+                    }
+                    give_up = Some(error);
+                    break;
+                }
+                // A batch refused behind a failed predecessor can go at once.
+                if error.code() != tonic::Code::Aborted || batch.attempts > 1 {
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                batch.attempts += 1;
+                let (sent, result) = send_once(self.client.clone(), batch).await;
+                batch = sent;
+                match result {
+                    Ok(base) => {
+                        answer(batch.replies, self.partition, base);
+                        break;
+                    }
+                    Err(e) => error = e,
+                }
+            }
+        }
+    }
+}
+
+/// One `Produce` call for a batch; the batch comes back for a retry.
+async fn send_once(client: Client, batch: SentBatch) -> Outcome {
+    let result = client
+        .log_service()
+        .produce(batch.request.clone())
+        .await
+        .map_err(ClientError::from)
+        .and_then(|response| {
+            response
+                .into_inner()
+                .appends
+                .first()
+                .map(|a| a.base_offset)
+                .ok_or(ClientError::MissingField {
+                    rpc: "Produce",
+                    field: "appends",
+                })
+        });
+    (batch, result)
+}
+
+/// Errors after which resending the same batch can succeed: the broker is
+/// unreachable or restarting, the connection broke mid-call (tonic reports
+/// that as `UNKNOWN` with the transport error as its source), or the batch
+/// waited for a predecessor that failed (`ABORTED`).
+fn is_retriable(e: &ClientError) -> bool {
+    match e.code() {
+        tonic::Code::Unavailable | tonic::Code::Aborted => true,
+        tonic::Code::Unknown => e
+            .status()
+            .is_some_and(|s| std::error::Error::source(s).is_some()),
+        _ => false,
+    }
+}
+
+fn answer(replies: Vec<Reply>, partition: u32, base: u64) {
+    for (i, reply) in replies.into_iter().enumerate() {
+        let _ = reply.send(Ok(RecordMetadata {
+            partition,
+            offset: base + i as u64,
+        }));
+    }
+}
+
+fn fail_replies(replies: Vec<Reply>, e: &ClientError) {
+    for reply in replies {
+        let _ = reply.send(Err(share(e)));
+    }
+}
+
+fn fail_batch(batch: Batch, e: &ClientError) {
+    fail_replies(batch.replies, e);
+}
+
+/// A random non-zero producer id (std's per-process random hash keys mixed
+/// with the time and the process id).
+fn random_producer_id() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn send_with_retries(
-    client: &Client,
-    config: &ProducerConfig,
-    topic: &str,
-    partition: u32,
-    records: Vec<Record>,
-) -> Result<u64, ClientError> {
-    let mut backoff = config.retry_backoff;
-    let mut attempt = 0;
-    loop {
-        match client
-            .produce(topic, Some(partition), records.clone(), config.acks)
-            .await
-        {
-            Ok(appends) => {
-                return appends
-                    .first()
-                    .map(|a| a.base_offset)
-                    .ok_or(ClientError::MissingField {
-                        rpc: "Produce",
-                        field: "appends",
-                    })
-            }
-            Err(e) if attempt < config.retries && e.code() == tonic::Code::Unavailable => {
-                attempt += 1;
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -120,8 +120,7 @@ impl Checkpoint {
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        if !(1..=CHECKPOINT_VERSION).contains(&u32_at(4))
-            || u32_at(44) != crc32fast::hash(&b[..44])
+        if !(1..=CHECKPOINT_VERSION).contains(&u32_at(4)) || u32_at(44) != crc32fast::hash(&b[..44])
         {
             return None;
         }

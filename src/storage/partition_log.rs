@@ -439,8 +439,7 @@ impl PartitionLog {
         w.dirty_since.get_or_insert_with(Instant::now);
         w.unflushed_bytes += frame_len;
         if meta.producer_id != 0 {
-            w.producers
-                .record(meta, base_offset, meta.max_timestamp_ms);
+            w.producers.record(meta, base_offset, meta.max_timestamp_ms);
         }
         // Publish: bytes first, then the segment end, then the watermark.
         active.publish_end(end);
@@ -669,7 +668,8 @@ impl PartitionLog {
             return Ok(());
         }
         let path = self.dir.join(CHECKPOINT_FILE);
-        fs::write_atomic(&path, &c.encode_with(producers)).map_err(|e| StorageError::io(&path, e))?;
+        fs::write_atomic(&path, &c.encode_with(producers))
+            .map_err(|e| StorageError::io(&path, e))?;
         *last = (c.next_offset, c.segment_base);
         Ok(())
     }

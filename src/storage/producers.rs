@@ -19,11 +19,14 @@
 //! | starts at the expected sequence                 | [`SequenceCheck::Append`]            |
 //! | starts after the expected sequence (a gap)      | [`SequenceError::OutOfOrder`]        |
 //! | starts before it, older than the window         | [`SequenceError::StaleDuplicate`]    |
-//! | a higher epoch (any sequence)                   | [`SequenceCheck::Append`]; the state restarts |
+//! | a higher epoch, sequence 0                      | [`SequenceCheck::Append`]; the state restarts |
+//! | a higher epoch, another sequence                | [`SequenceError::OutOfOrder`] (expected 0) |
 //!
-//! A producer the table does not know (new, or evicted, or whose batches
-//! predate what survived a crash) may start at any sequence. So duplicates
-//! are caught as long as the producer's last [`RECENT_BATCHES`] batches are
+//! A producer the table does not know must start at sequence 0, like a new
+//! epoch: otherwise a pipelined second batch that overtakes the first would
+//! be stored before it. A producer whose state was lost (evicted from a full
+//! table) gets `OutOfOrder` until it starts a new epoch. Duplicates are
+//! caught as long as the producer's last [`RECENT_BATCHES`] batches are
 //! remembered: a client keeps at most that many requests in flight per
 //! partition and retries only those.
 //!
@@ -114,7 +117,9 @@ pub enum SequenceCheck {
 pub enum SequenceError {
     /// The batch starts after the expected sequence: an earlier batch of the
     /// producer is missing (still in flight, or failed and to be retried).
-    #[error("out-of-order sequence for producer {producer_id}: expected {expected}, got {received}")]
+    #[error(
+        "out-of-order sequence for producer {producer_id}: expected {expected}, got {received}"
+    )]
     OutOfOrder {
         /// The producer.
         producer_id: u64,
@@ -203,8 +208,19 @@ impl ProducerTable {
                 sequence: received,
             });
         }
+        let starts_at_zero = || {
+            if received == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(SequenceError::OutOfOrder {
+                    producer_id,
+                    expected: 0,
+                    received,
+                })
+            }
+        };
         let Some(state) = self.producers.get(&producer_id) else {
-            return Ok(SequenceCheck::Append);
+            return starts_at_zero();
         };
         if meta.producer_epoch < state.epoch {
             return Err(SequenceError::Fenced {
@@ -214,7 +230,7 @@ impl ProducerTable {
             });
         }
         if meta.producer_epoch > state.epoch {
-            return Ok(SequenceCheck::Append);
+            return starts_at_zero();
         }
         if let Some(b) = state
             .batches
@@ -223,7 +239,10 @@ impl ProducerTable {
         {
             return Ok(SequenceCheck::Duplicate(*b));
         }
-        let last = state.batches.back().expect("a producer has at least one batch");
+        let last = state
+            .batches
+            .back()
+            .expect("a producer has at least one batch");
         let expected = last.next_sequence();
         if received == expected {
             return Ok(SequenceCheck::Append);
@@ -266,7 +285,11 @@ impl ProducerTable {
                 state.epoch = meta.producer_epoch;
                 state.batches.clear();
             }
-            if state.batches.back().is_some_and(|b| b.base_offset >= base_offset) {
+            if state
+                .batches
+                .back()
+                .is_some_and(|b| b.base_offset >= base_offset)
+            {
                 return;
             }
             if state.batches.len() == RECENT_BATCHES {
@@ -465,6 +488,7 @@ mod tests {
             })
         ));
         assert_eq!(t.check(&meta(9, 3, 0, 1)), Ok(SequenceCheck::Append));
+        assert!(t.check(&meta(9, 3, 4, 1)).is_err());
         t.record(&meta(9, 3, 0, 1), 5, 0);
         // The old epoch's batch is no longer a duplicate; its sequence is stale.
         assert!(t.check(&meta(9, 2, 0, 5)).is_err());
@@ -475,9 +499,17 @@ mod tests {
     }
 
     #[test]
-    fn unknown_producers_start_anywhere_and_negative_sequences_are_refused() {
+    fn unknown_producers_start_at_zero_and_negative_sequences_are_refused() {
         let t = ProducerTable::default();
-        assert_eq!(t.check(&meta(3, 0, 12345, 1)), Ok(SequenceCheck::Append));
+        assert_eq!(t.check(&meta(3, 0, 0, 1)), Ok(SequenceCheck::Append));
+        assert_eq!(
+            t.check(&meta(3, 0, 12345, 1)),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 3,
+                expected: 0,
+                received: 12345
+            })
+        );
         assert!(matches!(
             t.check(&meta(3, 0, -1, 1)),
             Err(SequenceError::InvalidSequence { .. })
@@ -504,8 +536,9 @@ mod tests {
         t.record(&meta(1, 0, 1, 1), 2, 30);
         t.record(&meta(3, 0, 0, 1), 3, 40);
         assert_eq!(t.len(), 2);
-        // Producer 2 was forgotten: any sequence is accepted again.
-        assert_eq!(t.check(&meta(2, 0, 99, 1)), Ok(SequenceCheck::Append));
+        // Producer 2 was forgotten: it must start over at 0.
+        assert_eq!(t.check(&meta(2, 0, 1, 1)).ok(), None);
+        assert_eq!(t.check(&meta(2, 0, 0, 1)), Ok(SequenceCheck::Append));
         assert!(matches!(
             t.check(&meta(1, 0, 1, 1)),
             Ok(SequenceCheck::Duplicate(_))
@@ -527,8 +560,8 @@ mod tests {
     }
 
     fn arb_table() -> impl Strategy<Value = ProducerTable> {
-        prop::collection::vec((1u64..20, 0u32..3, 0i32..1000, 1u32..50, 0i64..1000), 0..60).prop_map(
-            |ops| {
+        prop::collection::vec((1u64..20, 0u32..3, 0i32..1000, 1u32..50, 0i64..1000), 0..60)
+            .prop_map(|ops| {
                 let mut t = ProducerTable::new(8);
                 let mut offset = 0;
                 for (id, epoch, seq, count, time) in ops {
@@ -536,8 +569,7 @@ mod tests {
                     offset += u64::from(count);
                 }
                 t
-            },
-        )
+            })
     }
 
     proptest! {

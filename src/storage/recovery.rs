@@ -191,7 +191,11 @@ pub fn recover_active(
     let end = tail_scan(bytes, start_pos, start_off, |item| match item {
         ScanItem::Frame { position, header } => {
             last_frame = (header.crc, header.frame_len);
-            producers.record(&header.meta, header.base_offset, header.meta.max_timestamp_ms);
+            producers.record(
+                &header.meta,
+                header.base_offset,
+                header.meta.max_timestamp_ms,
+            );
             if let Some((o, t)) = cursor.on_batch(base, position, &header, interval) {
                 let pushed = index
                     .push(&encode_offset_entry(o))

@@ -40,7 +40,7 @@ pub fn produce_req(topic: &str, partition: Option<u32>, records: Vec<Record>) ->
     }
 }
 
-fn fetch_req(topic: &str, partition: u32, offset: u64) -> FetchRequest {
+pub fn fetch_req(topic: &str, partition: u32, offset: u64) -> FetchRequest {
     FetchRequest {
         topic: topic.into(),
         partition,

@@ -171,3 +171,359 @@ async fn consumer_reads_assigned_partitions_seeks_and_commits() {
         late.extend(consumer.poll(Duration::from_secs(10)).await.unwrap());
     }
 }
+
+/// A produce request of an idempotent producer.
+fn idempotent_request(
+    topic: &str,
+    epoch: u32,
+    sequence: i32,
+    values: &[&str],
+) -> strata::proto::v1::ProduceRequest {
+    strata::proto::v1::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(0),
+        records: values
+            .iter()
+            .map(|v| Record {
+                value: v.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+        producer_id: 0xfeed,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn idempotent_produce_answers_retries_refuses_gaps_and_fences_old_epochs() {
+    let b = BrokerProcess::start();
+    create_topic(&b, "idem", 1).await;
+    let mut log = b.log().await;
+    let first = log
+        .produce(idempotent_request("idem", 0, 0, &["a", "b"]))
+        .await
+        .expect("first")
+        .into_inner();
+    let second = log
+        .produce(idempotent_request("idem", 0, 2, &["c"]))
+        .await
+        .expect("second")
+        .into_inner();
+    assert_eq!(second.appends[0].base_offset, 2);
+    // A retry of the first batch: same answer, nothing stored.
+    let retry = log
+        .produce(idempotent_request("idem", 0, 0, &["a", "b"]))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retry.appends, first.appends);
+    // A gap: refused with ABORTED after the bounded wait, nothing stored.
+    let gap = log
+        .produce(idempotent_request("idem", 0, 9, &["z"]))
+        .await
+        .expect_err("a gap is refused");
+    assert_eq!(gap.code(), tonic::Code::Aborted, "{gap:?}");
+    assert!(gap.message().contains("expected 3"), "{}", gap.message());
+    // A new epoch starts over at any sequence and fences the old epoch.
+    log.produce(idempotent_request("idem", 1, 0, &["d"]))
+        .await
+        .expect("new epoch");
+    let fenced = log
+        .produce(idempotent_request("idem", 0, 3, &["late"]))
+        .await
+        .expect_err("old epoch");
+    assert_eq!(fenced.code(), tonic::Code::FailedPrecondition, "{fenced:?}");
+    let stored: Vec<Vec<u8>> = fetch_all(&b, "idem", 0, 0)
+        .await
+        .into_iter()
+        .map(|(_, r)| r.value)
+        .collect();
+    assert_eq!(stored, [&b"a"[..], b"b", b"c", b"d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_are_stored_once_in_send_order() {
+    let b = BrokerProcess::start();
+    create_topic(&b, "pipe", 1).await;
+    let client = Client::connect(&b.addr).await.unwrap();
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            batch_records: 7,
+            linger: Duration::ZERO,
+            max_in_flight: 5,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..5000u32 {
+        let record = Record {
+            value: i.to_string().into_bytes(),
+            ..Default::default()
+        };
+        deliveries.push(producer.send_to("pipe", Some(0), record).await.unwrap());
+    }
+    for (i, d) in deliveries.into_iter().enumerate() {
+        assert_eq!(d.wait().await.unwrap().offset, i as u64, "record {i}");
+    }
+    producer.close().await;
+    let stored = fetch_all(&b, "pipe", 0, 0).await;
+    assert_eq!(stored.len(), 5000);
+    for (i, (offset, r)) in stored.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(r.value, i.to_string().into_bytes(), "offset {i}");
+    }
+}
+
+/// A free TCP port on localhost (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_across_a_broker_crash_store_every_record_exactly_once_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut b = BrokerProcess::start_in(dir.path(), &["--listen", &listen]);
+    create_topic(&b, "crash", 2).await;
+    let client = Client::connect(&b.addr).await.unwrap();
+    let producer = std::sync::Arc::new(Producer::new(
+        client,
+        ProducerConfig {
+            batch_records: 50,
+            linger: Duration::from_millis(1),
+            retries: 12,
+            retry_backoff: Duration::from_millis(10),
+            ..ProducerConfig::default()
+        },
+    ));
+    const TOTAL: u32 = 20_000;
+    let (first_half_tx, first_half_rx) = tokio::sync::oneshot::channel();
+    let sender = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut waited = Vec::new();
+            let mut deliveries = Vec::new();
+            let mut signal = Some(first_half_tx);
+            for i in 0..TOTAL {
+                let key = format!("k{}", i % 5);
+                let record = Record {
+                    key: key.into_bytes(),
+                    value: i.to_string().into_bytes(),
+                    ..Default::default()
+                };
+                let d = producer.send("crash", record).await.expect("queued");
+                if i == TOTAL / 4 {
+                    // Let a quarter land before the crash.
+                    waited.push((i, d.wait().await));
+                    if let Some(s) = signal.take() {
+                        let _ = s.send(());
+                    }
+                } else {
+                    deliveries.push((i, d));
+                }
+            }
+            (waited, deliveries)
+        })
+    };
+    first_half_rx.await.expect("a quarter delivered");
+    b.kill();
+    b = BrokerProcess::start_in(dir.path(), &["--listen", &listen]);
+    let (waited, deliveries) = sender.await.expect("sender");
+    let mut stored_at = Vec::new();
+    for (i, m) in waited {
+        stored_at.push((i, m.unwrap_or_else(|e| panic!("record {i}: {e}"))));
+    }
+    for (i, d) in deliveries {
+        let m = d.wait().await.unwrap_or_else(|e| panic!("record {i}: {e}"));
+        stored_at.push((i, m));
+    }
+    let mut partitions = Vec::new();
+    for p in 0..2 {
+        partitions.push(fetch_all(&b, "crash", p, 0).await);
+    }
+    let total: usize = partitions.iter().map(|p| p.len()).sum();
+    assert_eq!(total, TOTAL as usize, "a record was lost or stored twice");
+    for (i, m) in &stored_at {
+        let (_, r) = &partitions[m.partition as usize][m.offset as usize];
+        assert_eq!(r.value, i.to_string().into_bytes(), "delivery of {i}");
+    }
+    // Per key, values are stored in send order.
+    for p in &partitions {
+        let mut last_per_key = std::collections::HashMap::new();
+        for (_, r) in p {
+            let v: u32 = String::from_utf8_lossy(&r.value).parse().expect("number");
+            if let Some(prev) = last_per_key.insert(r.key.clone(), v) {
+                assert!(prev < v, "reordered: {prev} before {v}");
+            }
+        }
+    }
+    drop(b);
+}
+
+/// A TCP proxy that can swallow the broker's answers and then cut every
+/// connection: the broker has stored what was sent, the client heard nothing.
+struct LossyProxy {
+    addr: String,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl LossyProxy {
+    async fn start(target: String) -> LossyProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let swallow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (swallow2, cut2) = (swallow.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let swallow = swallow2.clone();
+                let mut cut = cut2.subscribe();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut br, mut bw) = broker.into_split();
+                    let up = tokio::io::copy(&mut cr, &mut bw);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = br.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if !swallow.load(Ordering::SeqCst) {
+                                cw.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        LossyProxy { addr, swallow, cut }
+    }
+
+    fn swallow_answers(&self, on: bool) {
+        self.swallow.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection made so far.
+    fn cut_connections(&self) {
+        self.cut.send_modify(|g| *g += 1);
+    }
+}
+
+/// Waits (bounded) until the broker's high watermark of `topic`/0 reaches `target`.
+async fn wait_for_high_watermark(b: &BrokerProcess, topic: &str, target: u64) {
+    let mut log = b.log().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let hw = log
+            .fetch(crate::log_api::fetch_req(topic, 0, 0))
+            .await
+            .expect("fetch")
+            .into_inner()
+            .high_watermark;
+        if hw >= target {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "high watermark stuck at {hw}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends 1,000 records, then 500 more whose answers are lost (the broker
+/// stores them, the connection is cut), lets the producer retry, and
+/// returns how many records the partition holds.
+async fn lost_answers_scenario(idempotent: bool) -> usize {
+    let b = BrokerProcess::start();
+    create_topic(&b, "lossy", 1).await;
+    let proxy = LossyProxy::start(b.addr.clone()).await;
+    let client = Client::connect(&proxy.addr).await.unwrap();
+    let in_flight = if idempotent { 5 } else { 1 };
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            // Batches go out exactly when full (100 records).
+            batch_records: 100,
+            linger: Duration::from_secs(60),
+            max_in_flight: 5,
+            idempotent,
+            retries: 10,
+            retry_backoff: Duration::from_millis(10),
+            ..ProducerConfig::default()
+        },
+    );
+    let send = |i: u32| Record {
+        value: i.to_string().into_bytes(),
+        ..Default::default()
+    };
+    let mut deliveries = Vec::new();
+    for i in 0..1000 {
+        deliveries.push((
+            i,
+            producer.send_to("lossy", Some(0), send(i)).await.unwrap(),
+        ));
+    }
+    producer.flush().await;
+    proxy.swallow_answers(true);
+    for i in 1000..1500 {
+        deliveries.push((
+            i,
+            producer.send_to("lossy", Some(0), send(i)).await.unwrap(),
+        ));
+    }
+    // The requests in flight reach the broker; their answers do not come back.
+    wait_for_high_watermark(&b, "lossy", 1000 + 100 * in_flight).await;
+    proxy.cut_connections();
+    proxy.swallow_answers(false);
+    let stored = {
+        let mut offsets = Vec::new();
+        for (i, d) in deliveries {
+            let m = d.wait().await.unwrap_or_else(|e| panic!("record {i}: {e}"));
+            offsets.push((i, m.offset));
+        }
+        offsets
+    };
+    producer.close().await;
+    let log = fetch_all(&b, "lossy", 0, 0).await;
+    for (i, offset) in stored {
+        assert_eq!(
+            log[offset as usize].1.value,
+            i.to_string().into_bytes(),
+            "the offset reported for {i} holds it"
+        );
+    }
+    log.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_after_lost_answers_store_nothing_twice() {
+    assert_eq!(lost_answers_scenario(true).await, 1500);
+}
+
+/// Without idempotence a retry after a lost answer stores the batch again
+/// (at-least-once), as the producer's docs say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotence_a_lost_answer_duplicates_the_batch() {
+    assert_eq!(lost_answers_scenario(false).await, 1600);
+}

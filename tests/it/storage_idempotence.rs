@@ -82,16 +82,27 @@ fn retries_gaps_and_fencing() {
         Err(StorageError::Sequence(SequenceError::StaleDuplicate { .. }))
     ));
     // A new epoch restarts the sequence and fences the old one.
-    log.append(&meta(7, 1, 0, 1), &[b"epoch 1"]).expect("new epoch");
+    log.append(&meta(7, 1, 0, 1), &[b"epoch 1"])
+        .expect("new epoch");
     assert!(matches!(
         log.append(&meta(7, 0, 16, 1), &[b"x"]),
         Err(StorageError::Sequence(SequenceError::Fenced { .. }))
     ));
-    assert_eq!(log.high_watermark(), hw + 1, "refused batches wrote records");
+    assert_eq!(
+        log.high_watermark(),
+        hw + 1,
+        "refused batches wrote records"
+    );
     // Other producers and plain appends are independent.
-    log.append(&meta(8, 0, 40, 1), &[b"other"]).expect("other producer");
+    log.append(&meta(8, 0, 0, 1), &[b"other"])
+        .expect("other producer");
+    assert!(
+        log.append(&meta(9, 0, 40, 1), &[b"x"]).is_err(),
+        "an unknown producer must start at sequence 0"
+    );
     log.append(&meta(0, 0, 0, 1), &[b"plain"]).expect("plain");
-    log.append(&meta(0, 0, 0, 1), &[b"plain"]).expect("plain twice");
+    log.append(&meta(0, 0, 0, 1), &[b"plain"])
+        .expect("plain twice");
 }
 
 #[test]
@@ -103,7 +114,8 @@ fn producer_state_survives_a_clean_close() {
     drop(log);
     let log = open(dir.path(), &LogConfig::default());
     assert_retries_are_duplicates(&log, &bases);
-    log.append(&meta(7, 0, 12, 1), &[b"next"]).expect("in order");
+    log.append(&meta(7, 0, 12, 1), &[b"next"])
+        .expect("in order");
 }
 
 #[test]
@@ -147,5 +159,6 @@ fn producer_state_survives_rolls_and_a_crash() {
     drop(log);
     let log = open(dir.path(), &config);
     assert_retries_are_duplicates(&log, &bases);
-    log.append(&meta(7, 0, 60, 1), &[b"next"]).expect("in order");
+    log.append(&meta(7, 0, 60, 1), &[b"next"])
+        .expect("in order");
 }
