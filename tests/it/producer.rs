@@ -527,3 +527,56 @@ async fn idempotent_retries_after_lost_answers_store_nothing_twice() {
 async fn without_idempotence_a_lost_answer_duplicates_the_batch() {
     assert_eq!(lost_answers_scenario(false).await, 1600);
 }
+
+/// The group's committed offset of `topic`/0 (`None` when nothing is committed).
+async fn committed(client: &Client, group: &str, topic: &str) -> Option<u64> {
+    client
+        .fetch_offsets(group, Vec::new())
+        .await
+        .expect("fetch offsets")
+        .into_iter()
+        .find(|o| o.topic == topic && o.partition == 0)
+        .map(|o| o.offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commit_commits_only_what_was_handed_out() {
+    let b = BrokerProcess::start();
+    create_topic(&b, "auto", 1).await;
+    let client = Client::connect(&b.addr).await.unwrap();
+    let records: Vec<Record> = (0..100)
+        .map(|i: u32| Record {
+            value: i.to_string().into_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    client
+        .produce("auto", Some(0), records, Acks::Leader)
+        .await
+        .unwrap();
+    let mut consumer = client
+        .group_consumer(
+            "auto-g",
+            ["auto"],
+            strata::client::AutoOffsetReset::Earliest,
+        )
+        .await
+        .unwrap()
+        // Every call to `next_batch` is due for an automatic commit.
+        .with_commit_interval(Duration::ZERO);
+    let first = consumer.next_batch(10).await.unwrap().unwrap();
+    assert_eq!(first.len(), 10);
+    // The stream has very likely prefetched all 100; none beyond the 10
+    // handed out may be committed, and nothing before the next call.
+    assert_eq!(committed(&client, "auto-g", "auto").await, None);
+    let second = consumer.next_batch(5).await.unwrap().unwrap();
+    assert_eq!(second.first().map(|r| r.record.offset), Some(10));
+    assert_eq!(
+        committed(&client, "auto-g", "auto").await,
+        Some(10),
+        "the automatic commit covers exactly the first batch handed out"
+    );
+    // Closing commits what was handed out since.
+    consumer.close().await.unwrap();
+    assert_eq!(committed(&client, "auto-g", "auto").await, Some(15));
+}
