@@ -1,18 +1,40 @@
-//! Kill -9 of a real broker in the middle of produce and commit traffic:
-//! every acknowledged record must come back at its offset with its exact
-//! bytes, offsets stay dense, and committed offsets never go backwards.
-//! `STRATA_CRASH_ROUNDS=N` runs more rounds (the default is the short CI
-//! variant).
+//! Kill -9 of a real broker in the middle of produce, group-consume and
+//! commit traffic. After every restart: every acknowledged record is back at
+//! its offset with its exact bytes, offsets are dense, every record a group
+//! member received matches the acknowledged bytes, committed offsets never go
+//! backwards (never below the highest acknowledged commit of the partition,
+//! never past its log end), and the time from spawn to the first successful
+//! fetch is measured and reported. At the end, a fresh group member drains
+//! the topic: the records the group received, over all rounds, cover every
+//! offset with no hole (at-least-once), and `strata verify` is clean.
+//!
+//! The short variant (4 rounds) runs in `cargo test`; the long one is
+//! `STRATA_CRASH_ROUNDS=200 cargo test --test it crash -- --nocapture`,
+//! which prints rounds, records checked and recovery times.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use strata::client::{AutoOffsetReset, Client, GroupConsumer};
 use strata::proto::v1::groups_client::GroupsClient;
-use strata::proto::v1::{Acks, CommitOffsetsRequest, FetchOffsetsRequest, PartitionOffset, Record};
+use strata::proto::v1::{
+    Acks, CommitOffsetsRequest, FetchOffsetsRequest, FetchRequest, PartitionOffset, Record,
+};
 
 use crate::harness::BrokerProcess;
 use crate::log_api::{create_topic, fetch_all, produce_req};
+
+/// The topic under test and its partition count.
+const TOPIC: &str = "crash";
+const PARTITIONS: u32 = 4;
+/// The consumer group whose members read and commit during the crashes.
+const GROUP: &str = "workers";
+/// Group members running in every round.
+const MEMBERS: u64 = 2;
+/// Fails a wait for the broker longer than this (a failure detector, not
+/// synchronization).
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A small deterministic generator (SplitMix64): the test needs no more.
 struct Rng(u64);
@@ -35,6 +57,21 @@ impl Rng {
 /// (partition, base offset) → the values acknowledged there.
 type Ledger = Arc<Mutex<BTreeMap<(u32, u64), Vec<Vec<u8>>>>>;
 
+/// What the group's members saw, over all rounds.
+#[derive(Default)]
+struct GroupLedger {
+    /// Partition → every offset handed to some member.
+    delivered: BTreeMap<u32, BTreeSet<u64>>,
+    /// Partition → the highest commit the broker acknowledged.
+    committed: BTreeMap<u32, u64>,
+    /// Commits the broker acknowledged.
+    commits: u64,
+    /// Records delivered that matched an acknowledged record's bytes.
+    checked: u64,
+}
+
+type Shared = Arc<Mutex<GroupLedger>>;
+
 async fn producer(b: String, ledger: Ledger, seed: u64) {
     let mut rng = Rng(seed);
     let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{b}"))
@@ -46,7 +83,7 @@ async fn producer(b: String, ledger: Ledger, seed: u64) {
     };
     let mut log = strata::proto::v1::log_client::LogClient::new(channel);
     for n in 0u64.. {
-        let partition = rng.range(0, 4) as u32;
+        let partition = rng.range(0, PARTITIONS as u64) as u32;
         let count = rng.range(1, 40) as usize;
         let values: Vec<Vec<u8>> = (0..count)
             .map(|i| {
@@ -57,7 +94,7 @@ async fn producer(b: String, ledger: Ledger, seed: u64) {
             })
             .collect();
         let mut req = produce_req(
-            "crash",
+            TOPIC,
             Some(partition),
             values
                 .iter()
@@ -83,74 +120,110 @@ async fn producer(b: String, ledger: Ledger, seed: u64) {
     }
 }
 
+/// The acknowledged bytes at `offset` of `partition`, if that record's
+/// produce was acknowledged.
+fn acked_value(ledger: &Ledger, partition: u32, offset: u64) -> Option<Vec<u8>> {
+    let ledger = ledger.lock().unwrap();
+    let ((_, base), values) = ledger
+        .range((partition, 0)..=(partition, offset))
+        .next_back()?;
+    values.get((offset - base) as usize).cloned()
+}
+
+/// A group member: receives batches, checks each record against the ledger,
+/// and commits what it processed every few batches, until the broker dies.
+async fn member(addr: String, ledger: Ledger, seen: Shared, seed: u64) {
+    let Ok(client) = Client::connect(&addr).await else {
+        return;
+    };
+    let Ok(mut consumer) = client
+        .group_consumer(GROUP, [TOPIC], AutoOffsetReset::Earliest)
+        .await
+    else {
+        return;
+    };
+    let mut rng = Rng(seed);
+    loop {
+        let Some(Ok(records)) = consumer.next_batch(rng.range(1, 200) as usize).await else {
+            return; // the broker died (or ended the stream)
+        };
+        for r in &records {
+            let (p, o) = (r.record.partition, r.record.offset);
+            if let Some(v) = acked_value(&ledger, p, o) {
+                assert_eq!(r.record.value, v, "member got other bytes at {p}:{o}");
+                seen.lock().unwrap().checked += 1;
+            }
+            seen.lock()
+                .unwrap()
+                .delivered
+                .entry(p)
+                .or_default()
+                .insert(o);
+        }
+        if rng.next().is_multiple_of(3) {
+            commit(&mut consumer, &seen).await;
+        }
+    }
+}
+
+/// Commits what the member processed and remembers each acknowledged
+/// position. A refused commit (a rebalance moved the epoch) or a dead broker
+/// is fine: only acknowledged commits are promises.
+async fn commit(consumer: &mut GroupConsumer, seen: &Shared) {
+    if let Ok(stored) = consumer.commit_processed().await {
+        let mut seen = seen.lock().unwrap();
+        seen.commits += 1;
+        for o in stored {
+            let max = seen.committed.entry(o.partition).or_default();
+            *max = (*max).max(o.offset);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_records_survive_kill_9() {
+async fn acknowledged_records_and_group_commits_survive_kill_9() {
     let rounds: u64 = std::env::var("STRATA_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     let mut b = BrokerProcess::start();
-    create_topic(&b, "crash", 4).await;
+    create_topic(&b, TOPIC, PARTITIONS).await;
     let ledger: Ledger = Arc::default();
-    let mut committed_before: u64 = 0;
+    let seen: Shared = Arc::default();
+    let mut audited: u64 = 0;
+    let mut recovery = Vec::new();
     let mut rng = Rng(42);
     for round in 0..rounds {
-        let tasks: Vec<_> = (0..4)
+        let mut tasks: Vec<_> = (0..4)
             .map(|i| tokio::spawn(producer(b.addr.clone(), ledger.clone(), round * 10 + i)))
             .collect();
-        // A commit each round; it must never go backwards.
-        let mut g = GroupsClient::new(b.channel().await);
-        let target = ledger
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|(p, _)| *p == 0)
-            .count() as u64;
-        let target = target.max(committed_before);
-        let hw = fetch_all(&b, "crash", 0, 0).await.len() as u64;
-        let commit = target.min(hw).max(committed_before);
-        g.commit_offsets(CommitOffsetsRequest {
-            group: "auditors".into(),
-            member_id: String::new(),
-            member_epoch: -1,
-            offsets: vec![PartitionOffset {
-                topic: "crash".into(),
-                partition: 0,
-                offset: commit,
-                metadata: String::new(),
-            }],
-        })
-        .await
-        .unwrap();
-        committed_before = commit;
+        tasks.extend((0..MEMBERS).map(|i| {
+            let seed = round * 10 + 5 + i;
+            tokio::spawn(member(b.addr.clone(), ledger.clone(), seen.clone(), seed))
+        }));
+        audited = standalone_commit(&b, &ledger, audited).await;
         // Kill at a random moment of the traffic (the randomness is the
         // point; nothing waits on it).
         tokio::time::sleep(Duration::from_millis(rng.range(50, 400))).await;
         b.kill();
         for t in tasks {
-            let _ = t.await;
+            t.await.expect("a producer or member panicked");
         }
+        let started = Instant::now();
         b.restart();
-        assert!(
-            !ledger.lock().unwrap().is_empty(),
-            "some produce was acknowledged"
-        );
+        let listening = started.elapsed();
+        first_fetch(&b).await;
+        recovery.push((listening, started.elapsed()));
         check(&b, &ledger).await;
-        let mut g = GroupsClient::new(b.channel().await);
-        let offsets = g
-            .fetch_offsets(FetchOffsetsRequest {
-                group: "auditors".into(),
-                partitions: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .offsets;
+        check_commits(&b, &seen).await;
         assert_eq!(
-            offsets[0].offset, committed_before,
-            "committed offsets survive and never go back"
+            fetch_committed(&b, "auditors").await.get(&0).copied(),
+            Some(audited),
+            "the standalone commit survives and never goes back"
         );
     }
+    drain_and_check_coverage(&b, &seen).await;
+    report(rounds, &ledger, &seen, &recovery);
     assert!(b.stop().await);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
         .arg("verify")
@@ -164,11 +237,55 @@ async fn acknowledged_records_survive_kill_9() {
     );
 }
 
+/// A standalone commit (no member) to group `auditors` on partition 0,
+/// never below the previous one; returns the offset committed.
+async fn standalone_commit(b: &BrokerProcess, ledger: &Ledger, before: u64) -> u64 {
+    let acked = ledger
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|(p, _)| *p == 0)
+        .count() as u64;
+    let hw = fetch_all(b, TOPIC, 0, 0).await.len() as u64;
+    let offset = acked.min(hw).max(before);
+    GroupsClient::new(b.channel().await)
+        .commit_offsets(CommitOffsetsRequest {
+            group: "auditors".into(),
+            member_id: String::new(),
+            member_epoch: -1,
+            offsets: vec![PartitionOffset {
+                topic: TOPIC.into(),
+                partition: 0,
+                offset,
+                metadata: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    offset
+}
+
+/// One fetch of partition 0 that must succeed (the end of the recovery
+/// time measured).
+async fn first_fetch(b: &BrokerProcess) {
+    b.log()
+        .await
+        .fetch(FetchRequest {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+            max_wait_ms: 0,
+        })
+        .await
+        .expect("the first fetch after a restart");
+}
+
 /// Every acknowledged batch is at its offset with its bytes; offsets are dense.
 async fn check(b: &BrokerProcess, ledger: &Ledger) {
     let ledger = ledger.lock().unwrap().clone();
-    for p in 0..4u32 {
-        let stored = fetch_all(b, "crash", p, 0).await;
+    for p in 0..PARTITIONS {
+        let stored = fetch_all(b, TOPIC, p, 0).await;
         for (i, (offset, _)) in stored.iter().enumerate() {
             assert_eq!(*offset, i as u64, "offsets of partition {p} are dense");
         }
@@ -185,4 +302,113 @@ async fn check(b: &BrokerProcess, ledger: &Ledger) {
             }
         }
     }
+}
+
+/// The group's committed offsets after a restart: at least the highest
+/// acknowledged commit of each partition, at most its log end.
+async fn check_commits(b: &BrokerProcess, seen: &Shared) {
+    let stored = fetch_committed(b, GROUP).await;
+    let acked = seen.lock().unwrap().committed.clone();
+    for (p, max) in acked {
+        let got = stored.get(&p).copied().unwrap_or(0);
+        assert!(
+            got >= max,
+            "the commit of partition {p} went back from {max} to {got}"
+        );
+        let hw = fetch_all(b, TOPIC, p, 0).await.len() as u64;
+        assert!(
+            got <= hw,
+            "commit {got} of partition {p} is past the log end {hw}"
+        );
+    }
+}
+
+/// Partition → committed offset of `group`.
+async fn fetch_committed(b: &BrokerProcess, group: &str) -> BTreeMap<u32, u64> {
+    GroupsClient::new(b.channel().await)
+        .fetch_offsets(FetchOffsetsRequest {
+            group: group.into(),
+            partitions: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offsets
+        .into_iter()
+        .map(|o| (o.partition, o.offset))
+        .collect()
+}
+
+/// A fresh member reads from the committed offsets to the log end; then the
+/// group has received every offset of every partition at least once.
+async fn drain_and_check_coverage(b: &BrokerProcess, seen: &Shared) {
+    let mut ends = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        ends.insert(p, fetch_all(b, TOPIC, p, 0).await.len() as u64);
+    }
+    let client = Client::connect(&b.addr).await.unwrap();
+    let mut consumer = client
+        .group_consumer(GROUP, [TOPIC], AutoOffsetReset::Earliest)
+        .await
+        .unwrap();
+    let behind = |seen: &GroupLedger| {
+        ends.iter().any(|(p, end)| {
+            let next = seen
+                .delivered
+                .get(p)
+                .and_then(|s| s.last())
+                .map_or(0, |o| o + 1);
+            next < *end
+        })
+    };
+    while behind(&seen.lock().unwrap()) {
+        let records = tokio::time::timeout(PATIENCE, consumer.next_batch(1000))
+            .await
+            .expect("the drain made no progress")
+            .expect("stream open")
+            .expect("records");
+        let mut seen = seen.lock().unwrap();
+        for r in records {
+            seen.delivered
+                .entry(r.record.partition)
+                .or_default()
+                .insert(r.record.offset);
+        }
+    }
+    let seen = seen.lock().unwrap();
+    for (p, end) in ends {
+        let got = seen
+            .delivered
+            .get(&p)
+            .map_or(0, |s| s.range(..end).count() as u64);
+        assert_eq!(got, end, "the group skipped records of partition {p}");
+    }
+}
+
+/// Prints the figures of the run (visible with `--nocapture`).
+fn report(rounds: u64, ledger: &Ledger, seen: &Shared, recovery: &[(Duration, Duration)]) {
+    let records: usize = ledger.lock().unwrap().values().map(Vec::len).sum();
+    let seen = seen.lock().unwrap();
+    let delivered: usize = seen.delivered.values().map(BTreeSet::len).sum();
+    if recovery.is_empty() {
+        return;
+    }
+    let mut listening: Vec<Duration> = recovery.iter().map(|r| r.0).collect();
+    let mut serving: Vec<Duration> = recovery.iter().map(|r| r.1).collect();
+    listening.sort();
+    serving.sort();
+    let mid = recovery.len() / 2;
+    eprintln!(
+        "crash: {rounds} rounds survived; {records} acknowledged records checked after every \
+         restart; {delivered} offsets delivered to the group ({} checked against the ledger), {} acknowledged \
+         commits; \
+         recovery, spawn to listening: median {:?}, max {:?}; spawn to first fetch: median {:?}, \
+         max {:?}",
+        seen.checked,
+        seen.commits,
+        listening[mid],
+        listening[recovery.len() - 1],
+        serving[mid],
+        serving[recovery.len() - 1]
+    );
 }
