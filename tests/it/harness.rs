@@ -150,6 +150,45 @@ impl BrokerProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("RssAnon line")
     }
+
+    /// The broker's resource use now, from /proc.
+    pub fn resources(&self) -> Resources {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} line"))
+        };
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("proc fd")
+            .count() as u64;
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .expect("proc maps")
+            .lines()
+            .count() as u64;
+        Resources {
+            rss_kib: kib("VmRSS:"),
+            rss_anon_kib: kib("RssAnon:"),
+            fds,
+            maps,
+        }
+    }
+}
+
+/// A sample of a broker's resource use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Resident memory in KiB, including mapped file pages.
+    pub rss_kib: u64,
+    /// Anonymous (heap) resident memory in KiB.
+    pub rss_anon_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+    /// Memory mappings.
+    pub maps: u64,
 }
 
 impl Drop for BrokerProcess {

@@ -11,6 +11,7 @@ mod harness;
 mod log_api;
 mod malformed;
 mod producer;
+mod soak;
 mod storage_basic;
 mod storage_crash;
 mod storage_idempotence;
