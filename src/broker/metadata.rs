@@ -168,6 +168,93 @@ pub fn load_all(data_dir: &Path) -> Result<Vec<TopicMeta>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn arb_meta() -> impl Strategy<Value = TopicMeta> {
+        let overrides = (
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(0u64..i64::MAX as u64),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(|(a, b, c, d, e)| TopicOverrides {
+                retention_ms: a,
+                retention_bytes: b,
+                segment_bytes: c,
+                segment_ms: d,
+                max_record_bytes: e,
+            });
+        (
+            "[A-Za-z0-9._-]{1,40}",
+            any::<u32>(),
+            any::<i64>(),
+            overrides,
+        )
+            .prop_map(|(name, partitions, created_ms, overrides)| TopicMeta {
+                version: METADATA_VERSION,
+                name,
+                partitions,
+                created_ms,
+                overrides,
+            })
+    }
+
+    /// Appends a valid checksum line to `body`, as [`encode`] does.
+    fn with_crc(body: &str) -> String {
+        format!(
+            "{body}{CRC_PREFIX}{:08x}\n",
+            crc32fast::hash(body.as_bytes())
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Every metadata file the broker writes reads back the same.
+        #[test]
+        fn any_metadata_round_trips(meta in arb_meta()) {
+            prop_assert_eq!(decode(&encode(&meta)), Ok(meta));
+        }
+
+        /// Arbitrary text never panics the decoder (and without a matching
+        /// checksum line it is always refused).
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = decode(&text);
+            let _ = decode(&with_crc(&text));
+        }
+
+        /// A valid file with bytes changed, inserted or removed never
+        /// panics; unless the edit left the text unchanged, the checksum
+        /// refuses it. With the checksum recomputed (damage the CRC cannot
+        /// see), the TOML and the version checks still answer, never panic.
+        #[test]
+        fn mutated_files_never_panic(
+            meta in arb_meta(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let text = encode(&meta);
+            let mut bytes = text.clone().into_bytes();
+            for (index, byte, op) in edits {
+                let i = index.index(bytes.len());
+                match op {
+                    0 => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ => { bytes.remove(i); }
+                }
+            }
+            let mutated = String::from_utf8_lossy(&bytes).into_owned();
+            if mutated != text {
+                prop_assert!(decode(&mutated).is_err() || decode(&mutated) == Ok(meta.clone()));
+            }
+            let body = match mutated.rfind(CRC_PREFIX) {
+                Some(at) => &mutated[..at],
+                None => &mutated[..],
+            };
+            let _ = decode(&with_crc(body));
+        }
+    }
 
     #[test]
     fn round_trip_and_corruption() {

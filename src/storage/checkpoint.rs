@@ -146,6 +146,64 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(segment_base, position, next_offset, crc, len, entries)| {
+                Checkpoint {
+                    segment_base,
+                    position,
+                    next_offset,
+                    last_frame_crc: crc,
+                    last_frame_len: len,
+                    index_entries: entries,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Every checkpoint round-trips.
+        #[test]
+        fn any_checkpoint_round_trips(c in arb_checkpoint()) {
+            prop_assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
+        }
+
+        /// Arbitrary bytes (every length around the real one) decode to
+        /// `None` or a checkpoint that encodes back to the same bytes; never
+        /// a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(c) = Checkpoint::decode(&bytes) {
+                prop_assert_eq!(&c.encode()[..], &bytes[..]);
+            }
+        }
+
+        /// A valid checkpoint with its magic and version intact and any
+        /// other bytes changed is rejected by its checksum.
+        #[test]
+        fn mutated_checkpoints_are_rejected(
+            c in arb_checkpoint(),
+            edits in proptest::collection::vec((8usize..LEN, 1u8..=255), 1..4),
+        ) {
+            let mut b = c.encode();
+            for (i, x) in edits {
+                b[i] ^= x;
+            }
+            if b != c.encode() {
+                prop_assert_eq!(Checkpoint::decode(&b), None);
+            }
+        }
+    }
 
     #[test]
     fn round_trip_and_any_flip_is_rejected() {

@@ -262,5 +262,34 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = check_frame(&bytes);
         }
+
+        /// A valid frame whose header fields (length, count, offsets…) are
+        /// overwritten with arbitrary values and whose CRC is recomputed, so
+        /// that the checks behind the CRC are reached: never a panic, and a
+        /// frame accepted as valid always lies inside the buffer.
+        #[test]
+        fn lying_header_fields_never_panic(
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+            field in 0usize..14,
+            value in any::<u32>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut f = frame(&meta(2), 9, &payload);
+            let at = 4 + field * 4; // any u32-aligned word of the header after the magic
+            f[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            let len = (u32_at(&f, 4) as usize).min(f.len()).max(CRC_START);
+            let crc = crc32fast::hash(&f[CRC_START..len]);
+            if at != 8 {
+                f[8..12].copy_from_slice(&crc.to_le_bytes());
+            }
+            let f = &f[..cut.index(f.len() + 1)];
+            for check in [check_header(f), check_frame(f)] {
+                if let FrameCheck::Valid(h) = check {
+                    prop_assert!(h.frame_len as usize <= f.len());
+                    prop_assert!(h.frame_len as usize >= HEADER_LEN);
+                    prop_assert!(h.meta.record_count > 0);
+                }
+            }
+        }
     }
 }

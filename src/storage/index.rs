@@ -265,6 +265,81 @@ pub fn valid_time_entries(bytes: &[u8], next_relative: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Arbitrary index bytes never panic, and what is counted as valid
+        /// obeys the rules: strictly increasing, inside the trusted log.
+        #[test]
+        fn arbitrary_offset_index_bytes_count_only_valid_entries(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            log_end in any::<u64>(),
+            next_relative in any::<u64>(),
+        ) {
+            let n = valid_offset_entries(&bytes, log_end, next_relative) as usize;
+            prop_assert!(n <= bytes.len() / OFFSET_ENTRY_LEN);
+            let entries: Vec<OffsetEntry> =
+                bytes.chunks_exact(OFFSET_ENTRY_LEN).take(n).map(decode_offset_entry).collect();
+            let mut prev = (0u32, 0u32);
+            for e in entries {
+                prop_assert!(e.relative_offset > prev.0 && e.position > prev.1);
+                prop_assert!(u64::from(e.position) < log_end);
+                prop_assert!(u64::from(e.relative_offset) < next_relative);
+                prev = (e.relative_offset, e.position);
+            }
+        }
+
+        /// Same for the time index: non-decreasing times, increasing offsets.
+        #[test]
+        fn arbitrary_time_index_bytes_count_only_valid_entries(
+            bytes in proptest::collection::vec(any::<u8>(), 0..240),
+            next_relative in any::<u64>(),
+        ) {
+            let n = valid_time_entries(&bytes, next_relative) as usize;
+            prop_assert!(n <= bytes.len() / TIME_ENTRY_LEN);
+            let entries: Vec<TimeEntry> =
+                bytes.chunks_exact(TIME_ENTRY_LEN).take(n).map(decode_time_entry).collect();
+            for pair in entries.windows(2) {
+                prop_assert!(pair[1].timestamp_ms >= pair[0].timestamp_ms);
+                prop_assert!(pair[1].relative_offset > pair[0].relative_offset);
+            }
+            for e in &entries {
+                prop_assert!(u64::from(e.relative_offset) < next_relative);
+            }
+        }
+
+        /// Valid indexes (as the writer makes them) round-trip whole, and a
+        /// zero-filled tail after them ends them.
+        #[test]
+        fn valid_indexes_round_trip(
+            steps in proptest::collection::vec((1u32..1000, 1u32..100_000, 0i64..1000), 0..20),
+            start_ms in 0i64..1 << 40,
+        ) {
+            let (mut off, mut pos, mut ts) = (0u32, 0u32, start_ms);
+            let (mut offsets, mut times) = (Vec::new(), Vec::new());
+            let mut written = Vec::new();
+            for (d_off, d_pos, d_ts) in steps {
+                off += d_off;
+                pos += d_pos;
+                ts += d_ts;
+                let o = OffsetEntry { relative_offset: off, position: pos };
+                let t = TimeEntry { timestamp_ms: ts, relative_offset: off };
+                offsets.extend_from_slice(&encode_offset_entry(o));
+                times.extend_from_slice(&encode_time_entry(t));
+                prop_assert_eq!(decode_offset_entry(&encode_offset_entry(o)), o);
+                prop_assert_eq!(decode_time_entry(&encode_time_entry(t)), t);
+                written.push(o);
+            }
+            offsets.extend_from_slice(&[0u8; 3 * OFFSET_ENTRY_LEN]);
+            times.extend_from_slice(&[0u8; 3 * TIME_ENTRY_LEN]);
+            let n = written.len() as u32;
+            let (log_end, next) = (u64::from(pos) + 1, u64::from(off) + 1);
+            prop_assert_eq!(valid_offset_entries(&offsets, log_end, next), n);
+            prop_assert_eq!(valid_time_entries(&times, next), n);
+        }
+    }
 
     #[test]
     fn zero_entries_end_the_index() {
