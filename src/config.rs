@@ -50,6 +50,10 @@ pub struct Limits {
     pub max_partitions: u32,
     /// Concurrent HTTP/2 streams per connection. Default: 1,024.
     pub max_concurrent_streams: u32,
+    /// Open client connections. A connection beyond it is closed as soon as
+    /// it is accepted (the client sees `UNAVAILABLE`) and a warning names the
+    /// limit. Default: 4,096.
+    pub max_connections: u32,
     /// Sealed segments kept memory-mapped at once (each costs one map of
     /// the kernel's `vm.max_map_count`). Default: 4,096.
     pub max_open_segment_maps: u32,
@@ -66,6 +70,7 @@ impl Default for Limits {
             max_partitions_per_topic: 10_000,
             max_partitions: 100_000,
             max_concurrent_streams: 1024,
+            max_connections: 4096,
             max_open_segment_maps: 4096,
         }
     }
@@ -234,6 +239,9 @@ impl BrokerConfig {
         let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
         if l.max_record_bytes == 0 {
             return invalid("limits.max_record_bytes", "must be at least 1".into());
+        }
+        if l.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1".into());
         }
         if l.max_request_bytes < l.max_record_bytes {
             return invalid(

@@ -213,7 +213,7 @@ pub enum WireError {
         wire_type: u8,
     },
     /// An encoded record is larger than the allowed maximum.
-    #[error("record {record} is {size} bytes, over the limit of {limit} bytes")]
+    #[error("record {record} is {size} bytes, over the limit of {limit} bytes (max_record_bytes)")]
     RecordTooLarge {
         /// Index of the record.
         record: u32,
@@ -2062,7 +2062,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "record 3 is 2000 bytes, over the limit of 1000 bytes"
+            "record 3 is 2000 bytes, over the limit of 1000 bytes (max_record_bytes)"
         );
     }
 }

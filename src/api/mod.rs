@@ -7,6 +7,7 @@
 //! | [`admin`]  | `strata.v1.Admin`: topics                            |
 //! | [`groups`] | `strata.v1.Groups`: the consumer-group coordinator   |
 //! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
+//! | [`connections`] | the cap on open client connections              |
 //!
 //! [`run`] assembles the server: Strata's services plus the standard
 //! `grpc.health.v1.Health` and server reflection, explicit message-size
@@ -15,6 +16,7 @@
 //! every partition, exit 0).
 
 pub mod admin;
+pub mod connections;
 pub mod groups;
 pub mod limits;
 pub mod log;
@@ -130,6 +132,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     })?;
     let background = broker.start_background();
     let router = build_router(&broker, &config)?;
+    let max_connections = config.limits.max_connections as usize;
     let mut shutdown = broker.shutdown_signal();
     let serving = broker.clone();
     let mut grace = broker.shutdown_signal();
@@ -142,7 +145,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
             // hand over: set TCP_NODELAY here, or every small response waits
             // for Nagle's algorithm (40 ms stalls; Fetch ran at 1/4 speed).
             router.serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                connections::limit(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    max_connections,
+                ),
                 signal,
             );
         // A client that never closes its connection must not keep the

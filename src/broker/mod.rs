@@ -303,7 +303,13 @@ impl Broker {
         let doomed = self
             .data_dir
             .join("topics")
-            .join(format!(".deleted-{name}-{}", now_ms()));
+            // The name is not repeated in full: `.deleted-` and a 249-character
+            // name would pass the 255-byte limit of a file name.
+            .join(format!(
+                ".deleted-{}-{:08x}",
+                now_ms(),
+                crc32fast::hash(name.as_bytes())
+            ));
         let target = if std::fs::rename(&dir, &doomed).is_ok() {
             doomed
         } else {

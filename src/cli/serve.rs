@@ -97,6 +97,9 @@ pub struct LimitArgs {
     /// Concurrent HTTP/2 streams per connection [default: 1024].
     #[arg(long, value_name = "N", env = "STRATA_MAX_CONCURRENT_STREAMS")]
     pub max_concurrent_streams: Option<u32>,
+    /// Open client connections; more are closed at once [default: 4096].
+    #[arg(long, value_name = "N", env = "STRATA_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
     /// Sealed segments kept memory-mapped at once [default: 4096].
     #[arg(long, value_name = "N", env = "STRATA_MAX_OPEN_SEGMENT_MAPS")]
     pub max_open_segment_maps: Option<u32>,
@@ -220,6 +223,7 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut l.max_partitions_per_topic, &a.max_partitions_per_topic);
     set(&mut l.max_partitions, &a.max_partitions);
     set(&mut l.max_concurrent_streams, &a.max_concurrent_streams);
+    set(&mut l.max_connections, &a.max_connections);
     set(&mut l.max_open_segment_maps, &a.max_open_segment_maps);
 
     let (t, a) = (&mut base.topic_defaults, &args.topic_defaults);
@@ -435,6 +439,7 @@ mod tests {
                 "max-concurrent-streams",
                 l.max_concurrent_streams.to_string(),
             ),
+            ("max-connections", l.max_connections.to_string()),
             ("max-open-segment-maps", l.max_open_segment_maps.to_string()),
             ("default-partitions", t.partitions.to_string()),
             ("default-retention-ms", t.retention_ms.to_string()),

@@ -69,9 +69,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// contents, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
+    let tmp = dir.join(temp_name(path.file_name().unwrap_or_default()));
     {
         let mut file = OpenOptions::new()
             .write(true)
@@ -83,6 +81,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// Longest file name the filesystems we run on accept (`NAME_MAX`), bytes.
+const NAME_MAX: usize = 255;
+
+/// The temporary name [`write_atomic`] writes `name` under: `name.tmp`, or,
+/// when that would pass [`NAME_MAX`] (a topic name of 249 characters makes a
+/// 254-byte metadata file name), a shortened prefix with the CRC-32 of the
+/// whole name. Both end in `.tmp`, which start-up clean-ups look for.
+fn temp_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = name.as_bytes();
+    if bytes.len() + 4 <= NAME_MAX {
+        let mut tmp = name.to_os_string();
+        tmp.push(".tmp");
+        return tmp;
+    }
+    let mut tmp = bytes[..200].to_vec();
+    tmp.extend_from_slice(format!("-{:08x}.tmp", crc32fast::hash(bytes)).as_bytes());
+    std::ffi::OsString::from_vec(tmp)
 }
 
 /// Whether an I/O error means the disk (or quota) is full.
@@ -139,4 +157,23 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_work_for_names_up_to_the_file_name_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [1, 250, 251, 255] {
+            let name = "n".repeat(len);
+            let path = dir.path().join(&name);
+            write_atomic(&path, b"first").unwrap();
+            write_atomic(&path, b"second").unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"second", "{len}");
+            let tmp = temp_name(std::ffi::OsStr::new(&name));
+            assert!(tmp.len() <= NAME_MAX && tmp.to_string_lossy().ends_with(".tmp"));
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod crash;
 mod disk_full;
 mod groups_api;
 mod harness;
+mod limits;
 mod log_api;
 mod malformed;
 mod producer;

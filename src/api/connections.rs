@@ -1,0 +1,138 @@
+//! The cap on open client connections (`limits.max_connections`).
+//!
+//! [`limit`] wraps the stream of accepted connections: each connection takes
+//! a permit of a semaphore and gives it back when it closes. A connection
+//! accepted while every permit is taken is closed at once, before any HTTP/2
+//! is spoken, so no gRPC status can be sent on it: the client sees
+//! `UNAVAILABLE` (connection closed), and the broker logs a warning that
+//! names the limit (at the 1st, 2nd, 4th, 8th… refusal, so a flood cannot
+//! flood the log). Closing beats leaving the connection in the kernel's
+//! accept queue, where the client would hang without an answer.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
+
+/// An accepted connection holding one of the `max_connections` permits
+/// until it is dropped.
+#[derive(Debug)]
+pub struct Limited<IO> {
+    io: IO,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Caps the connections of `incoming` at `max_connections` open at once;
+/// connections beyond it are dropped (closed) as they are accepted.
+/// Accept errors pass through unchanged.
+pub fn limit<S, IO>(
+    incoming: S,
+    max_connections: usize,
+) -> impl Stream<Item = std::io::Result<Limited<IO>>>
+where
+    S: Stream<Item = std::io::Result<IO>>,
+{
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let refused = AtomicU64::new(0);
+    incoming.filter_map(move |accepted| {
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => return Some(Err(e)),
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(Ok(Limited {
+                io,
+                _permit: permit,
+            })),
+            Err(_) => {
+                let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        limit = max_connections,
+                        refused_total = n,
+                        "connection refused: max_connections is {max_connections} \
+                         (limits.max_connections, --max-connections)"
+                    );
+                }
+                None // dropping `io` closes the connection
+            }
+        }
+    })
+}
+
+impl<IO: Connected> Connected for Limited<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Limited<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Limited<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_dropped_and_permits_come_back() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<u32>>();
+        let stream = limit(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), 2);
+        tokio::pin!(stream);
+        for i in 0..3 {
+            tx.send(Ok(i)).unwrap();
+        }
+        tx.send(Err(std::io::Error::other("accept failed")))
+            .unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        let _second = stream.next().await.unwrap().unwrap();
+        // The third is refused (skipped); the accept error passes through.
+        assert!(stream.next().await.unwrap().is_err());
+        drop(first);
+        tx.send(Ok(9)).unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap().io, 9);
+    }
+}
