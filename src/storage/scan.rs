@@ -136,8 +136,7 @@ pub fn resync(bytes: &[u8], from: u64, next_offset: u64) -> Option<(u64, FrameHe
     let damage_start = from.saturating_sub(1);
     let mut at = from as usize;
     while at + HEADER_LEN <= bytes.len() {
-        let step = bytes[at..].iter().position(|&b| b == FORMAT_VERSION)?;
-        at += step;
+        at = find_byte(bytes, at, FORMAT_VERSION)?;
         if let FrameCheck::Valid(h) = check_frame(&bytes[at..]) {
             // Every record takes at least one byte, so damage of D bytes
             // cannot hide more than D offsets: anything further is a stray
@@ -152,9 +151,37 @@ pub fn resync(bytes: &[u8], from: u64, next_offset: u64) -> Option<(u64, FrameHe
     None
 }
 
+/// Zero-filled blocks are skipped by comparing whole blocks of this size
+/// with [`ZERO_BLOCK`] (one `memcmp`), not byte by byte: after a crash every
+/// partition's pre-allocated, zero-filled tail is searched, and with
+/// thousands of partitions a byte-wise search made restarts take minutes.
+const BLOCK: usize = 4096;
+static ZERO_BLOCK: [u8; BLOCK] = [0; BLOCK];
+
+/// The position of the first `byte` (non-zero) at or after `from`.
+fn find_byte(bytes: &[u8], from: usize, byte: u8) -> Option<usize> {
+    debug_assert_ne!(byte, 0);
+    let mut at = from;
+    while at < bytes.len() {
+        let end = (at + BLOCK).min(bytes.len());
+        let block = &bytes[at..end];
+        if block.len() < BLOCK || block != ZERO_BLOCK {
+            if let Some(i) = block.iter().position(|&b| b == byte) {
+                return Some(at + i);
+            }
+        }
+        at = end;
+    }
+    None
+}
+
 /// Number of bytes from the start of `bytes` to the end of its last non-zero byte.
 pub fn nonzero_extent(bytes: &[u8]) -> u64 {
-    bytes
+    let mut end = bytes.len();
+    while end >= BLOCK && bytes[end - BLOCK..end] == ZERO_BLOCK {
+        end -= BLOCK;
+    }
+    bytes[..end]
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |i| i as u64 + 1)
@@ -184,6 +211,24 @@ mod tests {
         let mut items = Vec::new();
         let end = scan(bytes, 0, 0, |i| items.push(i));
         (items, end)
+    }
+
+    #[test]
+    fn block_skipping_finds_the_same_bytes_as_a_byte_search() {
+        let mut bytes = vec![0u8; 3 * BLOCK + 100];
+        assert_eq!(nonzero_extent(&bytes), 0);
+        assert_eq!(find_byte(&bytes, 0, 1), None);
+        for at in [0, 1, BLOCK - 1, BLOCK, 2 * BLOCK + 7, bytes.len() - 1] {
+            let mut b = bytes.clone();
+            b[at] = 1;
+            assert_eq!(nonzero_extent(&b), at as u64 + 1, "{at}");
+            assert_eq!(find_byte(&b, 0, 1), Some(at), "{at}");
+            assert_eq!(find_byte(&b, at, 1), Some(at), "{at}");
+            assert_eq!(find_byte(&b, at + 1, 1), None, "{at}");
+        }
+        bytes[5] = 2;
+        bytes[BLOCK + 3] = 1;
+        assert_eq!(find_byte(&bytes, 0, 1), Some(BLOCK + 3));
     }
 
     #[test]

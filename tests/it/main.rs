@@ -9,6 +9,7 @@ mod disk_full;
 mod groups_api;
 mod harness;
 mod limits;
+mod load;
 mod log_api;
 mod malformed;
 mod producer;
