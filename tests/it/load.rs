@@ -62,7 +62,7 @@ async fn many_subscribers_that_stop_reading_cost_bounded_memory() {
     // Every stalled stream holds at most its channel's responses (2) plus the
     // one being encoded into HTTP/2 frames: 3 fetch-sized buffers; 16 MiB
     // more for the allocator and everything else.
-    let bound_kib = (STALLED as u64 * 3 * FETCH_BYTES >> 10) + (16 << 10);
+    let bound_kib = ((STALLED as u64 * 3 * FETCH_BYTES) >> 10) + (16 << 10);
     let after = b.rss_anon_kib();
     let grown = after.saturating_sub(before);
     eprintln!(
