@@ -12,7 +12,7 @@
 //! tenth restart and the last one check every record from offset 0.
 //!
 //! The short variant (4 rounds) runs in `cargo test`; the long one is
-//! `STRATA_CRASH_ROUNDS=200 cargo test --test it crash -- --nocapture`,
+//! `STRATA_CRASH_ROUNDS=200 cargo test --test it crash::acknowledged -- --nocapture`,
 //! which prints rounds, records checked and recovery times.
 
 use std::collections::{BTreeMap, BTreeSet};
