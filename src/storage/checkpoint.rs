@@ -188,6 +188,25 @@ mod tests {
             }
         }
 
+        /// Arbitrary bytes after a valid fixed part, with the section
+        /// length and CRC made to match so that the producer-table parser
+        /// sees them: never a panic, and what decodes re-encodes the same.
+        #[test]
+        fn arbitrary_producer_sections_never_panic(
+            c in arb_checkpoint(),
+            table in proptest::collection::vec(any::<u8>(), 0..160),
+            max_producers in 0usize..8,
+        ) {
+            let mut b = c.encode().to_vec();
+            b.extend_from_slice(&(table.len() as u32).to_le_bytes());
+            b.extend_from_slice(&table);
+            let sum = crc32fast::hash(&b[LEN..]);
+            b.extend_from_slice(&sum.to_le_bytes());
+            let _ = Checkpoint::decode_with(&b, max_producers);
+            let _ = Checkpoint::decode_with(&b[..b.len() / 2], max_producers);
+            let _ = Checkpoint::decode_with(&table, max_producers);
+        }
+
         /// A valid checkpoint with its magic and version intact and any
         /// other bytes changed is rejected by its checksum.
         #[test]
