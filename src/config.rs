@@ -150,6 +150,16 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// Log line format. Default: text.
     pub log_format: LogFormat,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP, its
+    /// own port, never the gRPC one). Port 0 picks a free port (printed at
+    /// start). Default: none (no metrics listener).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Requests that take longer than this are logged at WARN with their
+    /// RPC, fields and duration, ms; 0 turns it off. Streams (`Subscribe`,
+    /// `Consume`) are never slow: they last as long as the client wants.
+    /// Default: 1000.
+    pub slow_request_ms: u64,
     /// Background flush after this long with unflushed data, ms: the most
     /// `ACKS_LEADER` data a power loss can take. Default: 1000.
     pub flush_interval_ms: u64,
@@ -179,6 +189,8 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             log_format: LogFormat::Text,
+            metrics_listen: None,
+            slow_request_ms: 1000,
             flush_interval_ms: 1000,
             flush_bytes: 64 << 20,
             retention_check_interval_ms: 60_000,
@@ -296,6 +308,18 @@ impl BrokerConfig {
                 format!(
                     "must be at least 1 and below groups.session_timeout_ms ({})",
                     g.session_timeout_ms
+                ),
+            );
+        }
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            return invalid(
+                "metrics_listen",
+                format!(
+                    "must differ from listen ({}): metrics have their own port",
+                    self.listen
                 ),
             );
         }

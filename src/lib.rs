@@ -14,6 +14,7 @@
 //! - [`proto`]: generated code; [`wire`]: the hand-written zero-copy codecs
 //!   for produce requests and fetch responses.
 //! - [`config`]: broker settings (defaults, TOML file, env, flags).
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`).
 //! - [`client`]: the Rust client library; [`cli`]: the `strata` command line,
 //!   built on it; [`bench`]: the load generator behind `strata bench`.
 //! - [`verify`]: the offline checker behind `strata verify`.
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod proto;
 pub mod storage;
 pub mod verify;

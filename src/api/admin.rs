@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::observe::record_topic;
 use super::status::to_status;
 use crate::broker::{describe, Broker, BrokerError, TopicDescription, TopicOverrides};
 use crate::proto::server::admin_server::Admin;
@@ -91,6 +92,7 @@ impl Admin for AdminService {
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<CreateTopicResponse>, Status> {
         let r = request.into_inner();
+        record_topic(&r.name);
         let topic = self
             .blocking(move |b| b.create_topic(&r.name, r.partitions, overrides(r.config)))
             .await?;
@@ -104,6 +106,7 @@ impl Admin for AdminService {
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = request.into_inner().name;
+        record_topic(&name);
         self.blocking(move |b| b.delete_topic(&name)).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
@@ -129,6 +132,7 @@ impl Admin for AdminService {
         request: Request<DescribeTopicRequest>,
     ) -> Result<Response<DescribeTopicResponse>, Status> {
         let name = request.into_inner().name;
+        record_topic(&name);
         let d = self.broker.describe_topic(&name).map_err(to_status)?;
         Ok(Response::new(DescribeTopicResponse {
             topic: Some(to_proto(d)),
@@ -140,6 +144,7 @@ impl Admin for AdminService {
         request: Request<CreatePartitionsRequest>,
     ) -> Result<Response<CreatePartitionsResponse>, Status> {
         let r = request.into_inner();
+        record_topic(&r.name);
         let topic = self
             .blocking(move |b| b.create_partitions(&r.name, r.total_partitions))
             .await?;
@@ -153,6 +158,7 @@ impl Admin for AdminService {
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
         let r = request.into_inner();
+        record_topic(&r.name);
         let changes = overrides(r.config);
         let topic = self
             .blocking(move |b| b.alter_topic_config(&r.name, &changes))

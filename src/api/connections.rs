@@ -8,9 +8,12 @@
 //! names the limit (at the 1st, 2nd, 4th, 8th… refusal, so a flood cannot
 //! flood the log). Closing beats leaving the connection in the kernel's
 //! accept queue, where the client would hang without an answer.
+//!
+//! The same wrapper counts connections for the metrics: accepted, refused,
+//! and open now (a [`Limited`] connection counts until it is dropped).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,12 +22,48 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
+static CONNECTED: AtomicI64 = AtomicI64::new(0);
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Client connections open now, on every gRPC listener of this process.
+pub fn connected() -> i64 {
+    CONNECTED.load(Ordering::Relaxed)
+}
+
+/// Client connections accepted (and kept) since the process started.
+pub fn accepted() -> u64 {
+    ACCEPTED.load(Ordering::Relaxed)
+}
+
+/// Client connections closed at once because `max_connections` were open.
+pub fn refused() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
+
 /// An accepted connection holding one of the `max_connections` permits
 /// until it is dropped.
 #[derive(Debug)]
 pub struct Limited<IO> {
     io: IO,
     _permit: OwnedSemaphorePermit,
+}
+
+impl<IO> Limited<IO> {
+    fn new(io: IO, permit: OwnedSemaphorePermit) -> Self {
+        ACCEPTED.fetch_add(1, Ordering::Relaxed);
+        CONNECTED.fetch_add(1, Ordering::Relaxed);
+        Limited {
+            io,
+            _permit: permit,
+        }
+    }
+}
+
+impl<IO> Drop for Limited<IO> {
+    fn drop(&mut self) {
+        CONNECTED.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Caps the connections of `incoming` at `max_connections` open at once;
@@ -45,11 +84,9 @@ where
             Err(e) => return Some(Err(e)),
         };
         match permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(Ok(Limited {
-                io,
-                _permit: permit,
-            })),
+            Ok(permit) => Some(Ok(Limited::new(io, permit))),
             Err(_) => {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
                 let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::observe::{record_group, record_topic};
 use super::status::to_status;
 use crate::broker::groups::consume::AutoReset;
 use crate::broker::groups::{OffsetCommit, ResetTarget};
@@ -66,6 +67,7 @@ impl Groups for GroupsService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = request.into_inner();
+        record_group(&r.group);
         let reply = self
             .blocking(move |b| {
                 b.heartbeat(
@@ -91,6 +93,7 @@ impl Groups for GroupsService {
         request: Request<LeaveGroupRequest>,
     ) -> Result<Response<LeaveGroupResponse>, Status> {
         let r = request.into_inner();
+        record_group(&r.group);
         self.blocking(move |b| b.leave_group(&r.group, &r.member_id))
             .await?;
         Ok(Response::new(LeaveGroupResponse {}))
@@ -101,6 +104,7 @@ impl Groups for GroupsService {
         request: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
         let r = request.into_inner();
+        record_group(&r.group);
         let offsets = r
             .offsets
             .into_iter()
@@ -121,6 +125,7 @@ impl Groups for GroupsService {
         request: Request<FetchOffsetsRequest>,
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
         let r = request.into_inner();
+        record_group(&r.group);
         let offsets = self
             .broker
             .fetch_offsets(&r.group, pairs(r.partitions))
@@ -141,6 +146,7 @@ impl Groups for GroupsService {
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
         let group = request.into_inner().group;
+        record_group(&group);
         let d = self.blocking(move |b| b.describe_group(&group)).await?;
         Ok(Response::new(DescribeGroupResponse {
             group: d.group,
@@ -191,6 +197,7 @@ impl Groups for GroupsService {
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
         let group = request.into_inner().group;
+        record_group(&group);
         self.blocking(move |b| b.delete_group(&group)).await?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
@@ -200,6 +207,8 @@ impl Groups for GroupsService {
         request: Request<ResetOffsetsRequest>,
     ) -> Result<Response<ResetOffsetsResponse>, Status> {
         let r = request.into_inner();
+        record_group(&r.group);
+        record_topic(&r.topic);
         let to = match ResetTo::try_from(r.to) {
             Ok(ResetTo::Earliest) => ResetTarget::Earliest,
             Ok(ResetTo::Latest) => ResetTarget::Latest,
@@ -241,6 +250,7 @@ impl Groups for GroupsService {
         request: Request<ConsumeRequest>,
     ) -> Result<Response<ConsumeStream>, Status> {
         let r = request.into_inner();
+        record_group(&r.group);
         let reset = match AutoOffsetReset::try_from(r.auto_offset_reset) {
             Ok(AutoOffsetReset::Earliest) => AutoReset::Earliest,
             Ok(AutoOffsetReset::Latest) => AutoReset::Latest,

@@ -7,6 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::observe::{record_partition, record_topic};
 use super::status::to_status;
 use crate::broker::fetch::OffsetQuery;
 use crate::broker::produce::{AckLevel, ProduceInput};
@@ -44,6 +45,10 @@ impl Log for LogService {
         request: Request<ProduceRequestWire>,
     ) -> Result<Response<ProduceResponse>, Status> {
         let req = request.into_inner();
+        record_topic(&req.topic);
+        if let Some(p) = req.partition {
+            record_partition(p);
+        }
         let acks = match req.acks_level() {
             Some(Acks::Leader) => AckLevel::Leader,
             Some(Acks::Durable) => AckLevel::Durable,
@@ -67,6 +72,8 @@ impl Log for LogService {
             base_sequence: req.base_sequence,
         };
         let appended = self.broker.produce(input).await.map_err(to_status)?;
+        // The broker picks the partition when the request names none.
+        record_partition(appended.partition);
         Ok(Response::new(ProduceResponse {
             appends: vec![PartitionAppend {
                 partition: appended.partition,
@@ -82,6 +89,8 @@ impl Log for LogService {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponseWire>, Status> {
         let r = request.into_inner();
+        record_topic(&r.topic);
+        record_partition(r.partition);
         let out = self
             .broker
             .fetch(&r.topic, r.partition, r.offset, r.max_bytes, r.max_wait_ms)
@@ -97,6 +106,8 @@ impl Log for LogService {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<FetchStream>, Status> {
         let r = request.into_inner();
+        record_topic(&r.topic);
+        record_partition(r.partition);
         let rx = self
             .broker
             .subscribe(&r.topic, r.partition, r.offset, 0)
@@ -110,6 +121,8 @@ impl Log for LogService {
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
         let r = request.into_inner();
+        record_topic(&r.topic);
+        record_partition(r.partition);
         let query = match OffsetSpec::try_from(r.spec) {
             Ok(OffsetSpec::Earliest) => OffsetQuery::Earliest,
             Ok(OffsetSpec::Latest) => OffsetQuery::Latest,

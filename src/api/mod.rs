@@ -7,7 +7,8 @@
 //! | [`admin`]  | `strata.v1.Admin`: topics                            |
 //! | [`groups`] | `strata.v1.Groups`: the consumer-group coordinator   |
 //! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
-//! | [`connections`] | the cap on open client connections              |
+//! | [`connections`] | the cap on open client connections, and their count |
+//! | [`observe`] | per-call span, RPC metrics, slow-request log        |
 //!
 //! [`run`] assembles the server: Strata's services plus the standard
 //! `grpc.health.v1.Health` and server reflection, explicit message-size
@@ -20,6 +21,7 @@ pub mod connections;
 pub mod groups;
 pub mod limits;
 pub mod log;
+pub mod observe;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -66,6 +68,8 @@ pub enum ServeError {
 pub struct RunningServer {
     /// The bound address (with the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The metrics listener's bound address, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The broker behind it.
     pub broker: Arc<Broker>,
     handle: tokio::task::JoinHandle<Result<(), ServeError>>,
@@ -88,6 +92,11 @@ impl RunningServer {
 /// Prints `strata listening on ADDR` on stdout once it accepts connections.
 pub async fn run(config: BrokerConfig) -> Result<(), ServeError> {
     let server = start(config).await?;
+    // Printed before the gRPC line, so a reader that waits for that line
+    // has already seen this one.
+    if let Some(metrics) = server.metrics_addr {
+        println!("strata metrics listening on {metrics}");
+    }
     println!("strata listening on {}", server.addr);
     let broker = server.broker.clone();
     tokio::spawn(async move {
@@ -130,6 +139,18 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
         addr: listen,
         source,
     })?;
+    let metrics = match config.metrics_listen {
+        Some(metrics_addr) => Some(
+            crate::metrics::MetricsServer::start(metrics_addr, broker.clone())
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: metrics_addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(|m| m.addr);
     let background = broker.start_background();
     let router = build_router(&broker, &config)?;
     let max_connections = config.limits.max_connections as usize;
@@ -166,6 +187,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
         };
         serving.begin_shutdown();
         background.join().await;
+        if let Some(metrics) = metrics {
+            metrics.join().await;
+        }
         let closing = serving.clone();
         let closed = tokio::task::spawn_blocking(move || closing.close()).await;
         served?;
@@ -183,6 +207,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     tracing::info!(%addr, "listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         broker,
         handle,
     })
@@ -228,9 +253,19 @@ fn build_router(
         .initial_connection_window_size(Some(16 << 20))
         .add_service(health)
         .add_service(reflection)
-        .add_service(limits::RequestLimit::new(log, request_limit))
-        .add_service(limits::RequestLimit::new(admin, request_limit))
-        .add_service(limits::RequestLimit::new(groups, request_limit)))
+        .add_service(wrap(log, config))
+        .add_service(wrap(admin, config))
+        .add_service(wrap(groups, config)))
+}
+
+/// Wraps one of Strata's services: the request limit inside, the
+/// observation (span, metrics, slow log) outside, so that the metrics count
+/// the codes clients really receive.
+fn wrap<S>(service: S, config: &BrokerConfig) -> observe::Observed<limits::RequestLimit<S>> {
+    observe::Observed::new(
+        limits::RequestLimit::new(service, config.limits.max_request_bytes),
+        config.slow_request_ms,
+    )
 }
 
 async fn wait_for_signal() {

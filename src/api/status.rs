@@ -43,7 +43,9 @@ where
     F: FnOnce(&crate::broker::Broker) -> Result<T, BrokerError> + Send + 'static,
 {
     let broker = broker.clone();
-    tokio::task::spawn_blocking(move || f(&broker))
+    // Carry the request span over, so what the call logs names its request.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| f(&broker)))
         .await
         .map_err(|e| to_status(BrokerError::Internal(format!("blocking task failed: {e}"))))?
         .map_err(to_status)

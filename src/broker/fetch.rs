@@ -84,7 +84,7 @@ impl Broker {
             watcher.borrow_and_update();
             let result = read(&partition, offset, max_bytes).await?;
             if !result.batches.is_empty() || wait.is_zero() || self.is_shutting_down() {
-                return to_wire(result);
+                return to_wire(&partition, result);
             }
             tokio::select! {
                 changed = watcher.changed() => {
@@ -93,9 +93,9 @@ impl Broker {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return to_wire(read(&partition, offset, max_bytes).await?);
+                    return to_wire(&partition, read(&partition, offset, max_bytes).await?);
                 }
-                _ = shutdown.changed() => return to_wire(result),
+                _ = shutdown.changed() => return to_wire(&partition, result),
             }
         }
     }
@@ -182,7 +182,7 @@ async fn follow(
         let result = read(part, offset, max_bytes).await?;
         if let Some(last) = result.batches.last() {
             offset = last.header.next_offset();
-            if tx.send(to_wire(result)).await.is_err() {
+            if tx.send(to_wire(part, result)).await.is_err() {
                 return Ok(());
             }
             continue;
@@ -212,10 +212,13 @@ pub(crate) async fn read(partition: &Partition, offset: u64, max_bytes: u64) -> 
 }
 
 /// Turns stored batches into the response, trimming the first one so it
-/// starts exactly at the requested offset.
-pub(crate) fn to_wire(result: ReadResult) -> Result<FetchResponseWire> {
+/// starts exactly at the requested offset, and counts what it hands out in
+/// the partition's traffic.
+pub(crate) fn to_wire(partition: &Partition, result: ReadResult) -> Result<FetchResponseWire> {
     let mut batches = Vec::with_capacity(result.batches.len());
+    let (mut records, mut bytes) = (0u64, 0u64);
     for (i, batch) in result.batches.into_iter().enumerate() {
+        records += u64::from(batch.header.meta.record_count);
         let mut wire = WireBatch {
             base_offset: batch.header.base_offset,
             append_time_ms: batch.header.meta.max_timestamp_ms,
@@ -231,8 +234,13 @@ pub(crate) fn to_wire(result: ReadResult) -> Result<FetchResponseWire> {
                 ))
             })?;
         }
+        bytes += wire.records.len() as u64;
         batches.push(wire);
     }
+    partition.traffic.fetched(
+        records.saturating_sub(u64::from(result.skip_records)),
+        bytes,
+    );
     Ok(FetchResponseWire {
         batches,
         high_watermark: result.high_watermark,

@@ -36,6 +36,7 @@ use bytes::Bytes;
 
 use super::error::{BrokerError, Result};
 use super::Broker;
+use crate::storage::counters::Histogram;
 use crate::storage::producers::SequenceError;
 use crate::storage::{now_ms, AppendInfo, BatchMeta, StorageError};
 use crate::wire::{scan_records, RECORDS_KEY_BYTE};
@@ -43,6 +44,26 @@ use crate::wire::{scan_records, RECORDS_KEY_BYTE};
 /// How long a batch whose sequence runs ahead waits for its predecessor
 /// before it is refused with `ABORTED`.
 pub const SEQUENCE_GAP_WAIT: Duration = Duration::from_millis(500);
+
+/// Records per stored produce request (one request is one batch).
+pub static BATCH_RECORDS: Histogram<12> =
+    Histogram::new([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10_000]);
+
+/// Bytes of records per stored produce request.
+pub static BATCH_BYTES: Histogram<12> = Histogram::new([
+    128,
+    512,
+    2 << 10,
+    8 << 10,
+    32 << 10,
+    128 << 10,
+    512 << 10,
+    1 << 20,
+    2 << 20,
+    8 << 20,
+    32 << 20,
+    128 << 20,
+]);
 
 /// Acknowledgement level of a produce request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +154,13 @@ impl Broker {
         let append_time_ms = meta.max_timestamp_ms;
         if !info.duplicate {
             partition.appended(info.next_offset);
+            // A duplicate is answered, not stored: it is not counted.
+            let bytes = input.records.len() as u64;
+            partition
+                .traffic
+                .produced(u64::from(summary.record_count), bytes);
+            BATCH_RECORDS.observe(u64::from(summary.record_count));
+            BATCH_BYTES.observe(bytes);
         }
         if info.flush_due {
             self.flush_wake.notify_one();

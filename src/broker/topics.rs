@@ -1,7 +1,7 @@
 //! Topics and partitions: naming rules, per-topic settings, and the
 //! in-memory handles the produce and fetch paths use.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,55 @@ impl EffectiveTopicConfig {
     }
 }
 
+/// Records and bytes a partition took in and served, for the metrics.
+/// Updated once per request (relaxed atomic adds), never per record.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    records_produced: AtomicU64,
+    bytes_produced: AtomicU64,
+    records_fetched: AtomicU64,
+    bytes_fetched: AtomicU64,
+}
+
+/// A [`Traffic`] reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficSnapshot {
+    /// Records appended.
+    pub records_produced: u64,
+    /// Bytes of records appended (as sent and stored, without frame headers).
+    pub bytes_produced: u64,
+    /// Records handed to readers (`Fetch`, `Subscribe`, `Consume`).
+    pub records_fetched: u64,
+    /// Bytes of records handed to readers.
+    pub bytes_fetched: u64,
+}
+
+impl Traffic {
+    /// Counts one appended batch.
+    pub fn produced(&self, records: u64, bytes: u64) {
+        self.records_produced.fetch_add(records, Ordering::Relaxed);
+        self.bytes_produced.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts one read handed to a client.
+    pub fn fetched(&self, records: u64, bytes: u64) {
+        if records > 0 {
+            self.records_fetched.fetch_add(records, Ordering::Relaxed);
+            self.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// The current totals.
+    pub fn snapshot(&self) -> TrafficSnapshot {
+        TrafficSnapshot {
+            records_produced: self.records_produced.load(Ordering::Relaxed),
+            bytes_produced: self.bytes_produced.load(Ordering::Relaxed),
+            records_fetched: self.records_fetched.load(Ordering::Relaxed),
+            bytes_fetched: self.bytes_fetched.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// One partition: its log and the channel that wakes waiting readers.
 #[derive(Debug)]
 pub struct Partition {
@@ -163,6 +212,8 @@ pub struct Partition {
     pub id: u32,
     /// The storage.
     pub log: Arc<PartitionLog>,
+    /// What was produced to and fetched from it since the broker started.
+    pub traffic: Traffic,
     /// Carries the high watermark; long-polls and subscribers wait on it.
     high_watermark: watch::Sender<u64>,
     /// Set by appends, cleared by the background flusher.
@@ -178,6 +229,7 @@ impl Partition {
         Partition {
             id,
             log: Arc::new(log),
+            traffic: Traffic::default(),
             high_watermark: tx,
             dirty: AtomicBool::new(false),
             deleted: AtomicBool::new(false),

@@ -39,6 +39,14 @@ pub struct ServeArgs {
     /// Log line format on stderr (filter with RUST_LOG) [default: text].
     #[arg(long, value_name = "FORMAT", env = "STRATA_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (its own port; port 0
+    /// picks a free one, printed at start) [default: off].
+    #[arg(long, value_name = "ADDR", env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log requests slower than this at WARN, with their RPC, fields and
+    /// duration, ms; 0 = off [default: 1000].
+    #[arg(long, value_name = "MS", env = "STRATA_SLOW_REQUEST_MS")]
+    pub slow_request_ms: Option<u64>,
     /// Background flush after this long with unflushed data, ms: the most
     /// acks=leader data a power loss can take [default: 1000].
     #[arg(long, value_name = "MS", env = "STRATA_FLUSH_INTERVAL_MS")]
@@ -205,6 +213,10 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut base.data_dir, &args.data_dir);
     set(&mut base.listen, &args.listen);
     set(&mut base.log_format, &args.log_format);
+    if args.metrics_listen.is_some() {
+        base.metrics_listen = args.metrics_listen;
+    }
+    set(&mut base.slow_request_ms, &args.slow_request_ms);
     set(&mut base.flush_interval_ms, &args.flush_interval_ms);
     set(&mut base.flush_bytes, &args.flush_bytes);
     set(
@@ -386,8 +398,12 @@ mod tests {
     /// `--default-field`. Fails when a new config field lacks its flag.
     #[test]
     fn every_config_setting_has_a_flag() {
-        let toml::Value::Table(root) = toml::Value::try_from(BrokerConfig::default()).unwrap()
-        else {
+        // Optional settings are left out of the file when unset: set them.
+        let all = BrokerConfig {
+            metrics_listen: Some("127.0.0.1:9464".parse().unwrap()),
+            ..Default::default()
+        };
+        let toml::Value::Table(root) = toml::Value::try_from(all).unwrap() else {
             panic!("config is not a table")
         };
         let mut flags = Vec::new();
@@ -416,6 +432,7 @@ mod tests {
         let d = BrokerConfig::default();
         let (l, t) = (&d.limits, &d.topic_defaults);
         let expected = [
+            ("slow-request-ms", d.slow_request_ms.to_string()),
             ("flush-interval-ms", d.flush_interval_ms.to_string()),
             ("flush-bytes", d.flush_bytes.to_string()),
             (

@@ -77,6 +77,7 @@ impl StorageError {
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> StorageError {
         let path = path.into();
         if super::fs::is_disk_full(&source) {
+            super::counters::add_disk_full();
             StorageError::DiskFull { path, source }
         } else {
             StorageError::Io { path, source }

@@ -308,6 +308,15 @@ impl PartitionLog {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Bytes appended since the last full flush (the one that writes the
+    /// recovery checkpoint) began: an upper bound on what a power loss could
+    /// take now (durable produces flushed in between still count until the
+    /// next full flush). Takes the writer lock briefly: for metrics, not for
+    /// hot paths.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.lock_writer().unflushed_bytes
+    }
+
     pub(crate) fn cache(&self) -> &MapCache {
         &self.cache
     }

@@ -56,7 +56,7 @@ impl PartitionLog {
         let mut found = self.scrub_damage.lock().expect("scrub lock poisoned");
         if !found.contains(&(first_offset, end_offset)) {
             found.push((first_offset, end_offset));
-            super::counters::add_damage();
+            super::counters::add_scrub_finding();
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct BrokerProcess {
     child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The metrics listener's `127.0.0.1:PORT`, when started with
+    /// `--metrics-listen`.
+    pub metrics_addr: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -45,6 +48,20 @@ impl BrokerProcess {
 
     /// Starts a broker on `data_dir` with extra `serve` arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        Self::spawn(data_dir, extra, None)
+    }
+
+    /// Starts a broker on a fresh temp dir with extra `serve` arguments and
+    /// hands every line it logs (stderr) to the returned receiver.
+    pub fn start_logged(extra: &[&str]) -> (BrokerProcess, mpsc::Receiver<String>) {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let (tx, rx) = mpsc::channel();
+        let mut b = BrokerProcess::spawn(temp.path(), extra, Some(tx));
+        b._temp = Some(temp);
+        (b, rx)
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], log: Option<mpsc::Sender<String>>) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("serve")
             .arg("--data-dir")
@@ -54,30 +71,51 @@ impl BrokerProcess {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if log.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn strata");
+        if let (Some(log), Some(stderr)) = (log, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    let _ = log.send(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("strata listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
+                // The broker prints its metrics address before the gRPC one.
+                if let Some(addr) = line.strip_prefix("strata metrics listening on ") {
+                    let _ = tx.send((true, addr.trim().to_string()));
+                } else if let Some(addr) = line.strip_prefix("strata listening on ") {
+                    let _ = tx.send((false, addr.trim().to_string()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                panic!("broker did not start (exit: {status:?})");
+        let mut metrics_addr = None;
+        let addr = loop {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok((true, a)) => metrics_addr = Some(a),
+                Ok((false, a)) => break a,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!("broker did not start (exit: {status:?})");
+                }
             }
         };
         BrokerProcess {
             child: Some(child),
             addr,
+            metrics_addr,
             data_dir: data_dir.to_path_buf(),
             _temp: None,
         }

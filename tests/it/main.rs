@@ -12,6 +12,7 @@ mod limits;
 mod load;
 mod log_api;
 mod malformed;
+mod metrics;
 mod producer;
 mod soak;
 mod storage_basic;

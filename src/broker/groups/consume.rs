@@ -267,7 +267,7 @@ impl StreamMember {
             return Ok(Some(false));
         };
         let next = last.header.next_offset();
-        let wire = to_wire(result)?;
+        let wire = to_wire(&partition, result)?;
         for batch in wire.batches {
             let event = ConsumeEventWire::records(tp.0.clone(), tp.1, batch);
             if self.tx.send(Ok(event)).await.is_err() {
