@@ -182,10 +182,15 @@ impl MappedFile {
 
     /// Best effort: reserves one more chunk past `from` (for files that keep
     /// their descriptor: `.log` files), so the prewarmer can prepare it
-    /// before the writer gets there. A failure here (a nearly full disk) is
-    /// ignored: the next [`MappedFile::reserve`] reports it when it matters.
+    /// before the writer gets there. Only once the file holds more than one
+    /// chunk: a quiet partition (most of 10,000) keeps one chunk of disk and
+    /// no prepared pages. A failure here (a nearly full disk) is ignored:
+    /// the next [`MappedFile::reserve`] reports it when it matters.
     fn reserve_ahead(&self, from: u64) -> Option<(u64, u64)> {
         let file = self.file.as_ref()?;
+        if from < 2 * self.chunk {
+            return None;
+        }
         let ahead = (from + self.chunk).min(self.capacity);
         if ahead <= from || fs::preallocate(file, from, ahead - from).is_err() {
             return None;
@@ -513,15 +518,16 @@ mod tests {
         let path = dir.path().join("f");
         let file = MappedFile::create(&path, 1 << 20, 64 * 1024).expect("create");
         file.reserve(100).expect("reserve");
-        // One chunk reserved, one more ahead.
-        assert_eq!(file.allocated(), 128 * 1024);
+        // The first chunk has no chunk reserved ahead; later ones do.
+        assert_eq!(file.allocated(), 64 * 1024);
+        file.reserve(70 * 1024).expect("reserve");
+        assert_eq!(file.allocated(), 192 * 1024);
         assert!(!file.is_populated(0, 10));
         file.populate_writable(64 * 1024, 64 * 1024)
             .expect("populate");
         assert!(file.is_populated(64 * 1024, 128 * 1024));
         assert!(!file.is_populated(0, 64 * 1024 + 1));
         // Contiguous growth extends the range; a gap starts a new one.
-        file.reserve(200 * 1024).expect("reserve");
         file.populate_writable(128 * 1024, 64 * 1024)
             .expect("populate");
         assert!(file.is_populated(64 * 1024, 192 * 1024));
