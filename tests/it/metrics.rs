@@ -412,3 +412,113 @@ async fn a_slow_request_is_logged_as_json_with_its_span_fields() {
         assert!(line.contains(field), "{field} missing from {line}");
     }
 }
+
+/// Storage damage shows in the counters: a torn tail cut by recovery
+/// after a `kill -9`, a flipped bit the scrubber finds in a closed segment,
+/// and the read that meets it.
+#[tokio::test]
+async fn truncations_scrubber_findings_and_crc_failures_are_counted() {
+    let flags = [
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--default-segment-bytes",
+        "1048576",
+        "--scrub-interval-ms",
+        "50",
+        "--scrub-bytes-per-sec",
+        "1000000000",
+    ];
+    let mut b = BrokerProcess::start_with(&flags);
+    create_topic(&b, "c", 1).await;
+    let mut log = b.log().await;
+    // 30 frames of equal size, a little over 100 KB: ten per 1 MiB
+    // segment, so the active segment starts at offset 20.
+    for i in 0..30u8 {
+        log.produce(produce_req("c", Some(0), vec![record(&vec![i; 100_000])]))
+            .await
+            .expect("produce");
+    }
+    drop(log);
+    let s = scrape(&b).await;
+    let size = get(&s, "strata_log_size_bytes{topic=\"c\",partition=\"0\"}") as usize;
+    assert_eq!(
+        get(&s, "strata_log_segments{topic=\"c\",partition=\"0\"}"),
+        3.0
+    );
+    let frame = size / 30;
+    assert_eq!(frame * 30, size);
+    b.kill();
+    let dir = b.data_dir.join("topics/c/0");
+    // A bit flip in the payload of the third batch of the first segment.
+    let first = dir.join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&first).expect("first segment");
+    bytes[2 * frame + 5000] ^= 0x08;
+    std::fs::write(&first, &bytes).expect("write first segment");
+    // Garbage right after the last frame of the active segment: a torn tail.
+    let active = dir.join("00000000000000000020.log");
+    let mut bytes = std::fs::read(&active).expect("active segment");
+    bytes[10 * frame..10 * frame + 100].fill(0xAB);
+    std::fs::write(&active, &bytes).expect("write active segment");
+
+    let data_dir = b.data_dir.clone();
+    let temp_holder = b;
+    let b = BrokerProcess::start_in(&data_dir, &flags);
+    let s = scrape(&b).await;
+    assert_eq!(get(&s, "strata_recovery_truncations_total"), 1.0);
+    let described = b
+        .admin()
+        .await
+        .describe_topic(strata::proto::v1::DescribeTopicRequest { name: "c".into() })
+        .await
+        .expect("describe")
+        .into_inner()
+        .topic
+        .expect("topic");
+    let cut = described.partitions[0].truncated_bytes;
+    assert!(cut > 0);
+    assert_eq!(get(&s, "strata_recovery_truncated_bytes_total"), cut as f64);
+    assert_eq!(
+        get(&s, "strata_high_watermark{topic=\"c\",partition=\"0\"}"),
+        30.0,
+        "only the garbage was cut"
+    );
+    assert_eq!(get(&s, "strata_crc_failures_total"), 0.0);
+
+    // The scrubber runs every 50 ms; wait (bounded) for its finding.
+    let mut scrubbed = None;
+    for _ in 0..600 {
+        let s = scrape(&b).await;
+        if get(&s, "strata_scrub_damaged_ranges_total") > 0.0 {
+            scrubbed = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = scrubbed.expect("the scrubber never reported the damage");
+    assert_eq!(get(&s, "strata_scrub_damaged_ranges_total"), 1.0);
+    assert_eq!(get(&s, "strata_damaged_ranges_total"), 1.0);
+
+    let e = b
+        .log()
+        .await
+        .fetch(FetchRequest {
+            topic: "c".into(),
+            partition: 0,
+            offset: 2,
+            max_bytes: 0,
+            max_wait_ms: 0,
+        })
+        .await
+        .expect_err("damaged batch");
+    assert_eq!(e.code(), tonic::Code::DataLoss);
+    let s = scrape(&b).await;
+    assert_eq!(get(&s, "strata_crc_failures_total"), 1.0);
+    assert_eq!(
+        get(
+            &s,
+            &rpc_key("strata_rpc_requests_total", "Log", "Fetch", "DATA_LOSS")
+        ),
+        1.0
+    );
+    drop(temp_holder);
+}
