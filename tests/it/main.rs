@@ -8,6 +8,7 @@ mod crash;
 mod disk_full;
 mod groups_api;
 mod harness;
+mod http2_abuse;
 mod limits;
 mod load;
 mod log_api;
