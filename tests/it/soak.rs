@@ -315,6 +315,13 @@ fn check_flat(samples: &[Resources]) {
     }
     let settled = &samples[fifth..2 * fifth];
     let last = &samples[samples.len() - fifth..];
+    let rss = |s: &[Resources]| median(&s.iter().map(|r| r.rss_kib).collect::<Vec<_>>());
+    let (rss_base, rss_end) = (rss(settled), rss(last));
+    eprintln!(
+        "soak: RSS (mapped segment pages included, so noisier) median {rss_base} KiB after \
+         warm-up, {rss_end} KiB at the end: drift {:+.1} %",
+        (rss_end as f64 - rss_base as f64) / rss_base as f64 * 100.0
+    );
     let heap = |s: &[Resources]| median(&s.iter().map(|r| r.rss_anon_kib).collect::<Vec<_>>());
     let (base, end) = (heap(settled), heap(last));
     let drift = (end as f64 - base as f64) / base as f64 * 100.0;
