@@ -6,9 +6,17 @@
 //! per partition), so memory stays bounded. [`Consumer::seek`] moves a partition to an offset, a time, the
 //! earliest or the latest offset; records fetched before the seek are
 //! dropped. Positions can be committed to a group as a standalone consumer
-//! (a group with no live members, see `Groups.CommitOffsets`). For group
-//! membership with automatic assignment use
-//! [`GroupConsumer`](super::GroupConsumer).
+//! (a group with no live members, see `Groups.CommitOffsets`).
+//!
+//! Or the consumer joins a group with [`Consumer::join_group`]: the group
+//! coordinator assigns its partitions over the `Groups.Heartbeat` protocol
+//! (see [`member`](super::member)); [`Consumer::poll`] sends the heartbeats,
+//! starts new partitions at their committed offsets, commits and drops
+//! revoked ones, and commits automatically on an interval; call it at
+//! least once per heartbeat interval (1 s by default), or the session
+//! times out and the partitions move to other members.
+//! [`GroupConsumer`](super::GroupConsumer) is the alternative that rides
+//! one `Consume` stream instead.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), strata::client::ClientError> {
@@ -23,6 +31,25 @@
 //! consumer.commit("billing").await?;
 //! # Ok(()) }
 //! ```
+//!
+//! As a group member:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), strata::client::ClientError> {
+//! use strata::client::{AutoOffsetReset, Client, Consumer, MemberConfig};
+//! let client = Client::connect("127.0.0.1:50051").await?;
+//! let mut consumer = Consumer::new(client);
+//! let config = MemberConfig { auto_offset_reset: AutoOffsetReset::Earliest, ..MemberConfig::default() };
+//! consumer.join_group("billing", &["orders"], config).await?;
+//! loop {
+//!     for record in consumer.poll(std::time::Duration::from_millis(500)).await? {
+//!         println!("{} {}:{}", record.topic, record.record.partition, record.record.offset);
+//!     }
+//!     # break;
+//! }
+//! consumer.leave_group().await?; // commits what was handed out, then leaves
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,7 +57,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Client, ClientError, ConsumedRecord, OffsetSpec, PartitionOffset};
+use super::member::{AssignmentChange, MemberConfig, Membership};
+use super::{
+    AutoOffsetReset, Client, ClientError, ConsumedRecord, OffsetSpec, PartitionOffset,
+    TopicPartitions,
+};
 
 /// Fetched responses that may wait for the application, all partitions together.
 pub const PREFETCH: usize = 8;
@@ -77,6 +108,7 @@ pub struct Consumer {
     rx: mpsc::Receiver<Fetched>,
     generation: u64,
     max_bytes: u32,
+    membership: Option<Membership>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -98,7 +130,225 @@ impl Consumer {
             rx,
             generation: 0,
             max_bytes: 0,
+            membership: None,
         }
+    }
+
+    /// Joins `group` as a consumer of `topics` over the heartbeat protocol
+    /// and starts reading the partitions the coordinator assigns (from
+    /// their committed offsets, or `config.auto_offset_reset`). Manually
+    /// assigned partitions are dropped first.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` if this consumer is already a member;
+    /// `INVALID_ARGUMENT` for a bad group name or session timeout; group
+    /// limits as `RESOURCE_EXHAUSTED`; any connection error.
+    pub async fn join_group(
+        &mut self,
+        group: &str,
+        topics: &[&str],
+        config: MemberConfig,
+    ) -> Result<(), ClientError> {
+        if self.membership.is_some() {
+            return Err(ClientError::Status(tonic::Status::failed_precondition(
+                "this consumer is already a group member; leave_group first",
+            )));
+        }
+        let keys: Vec<_> = self.assigned.keys().cloned().collect();
+        for (topic, partition) in keys {
+            self.unassign(&topic, partition);
+        }
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        let (membership, change) = Membership::join(&self.client, group, topics, config).await?;
+        self.membership = Some(membership);
+        self.apply(change).await
+    }
+
+    /// The member id and epoch while this consumer is a group member.
+    pub fn member(&self) -> Option<(&str, i32)> {
+        self.membership
+            .as_ref()
+            .map(|m| (m.member_id.as_str(), m.epoch))
+    }
+
+    /// The partitions currently read, in order.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.assigned.keys().cloned().collect()
+    }
+
+    /// As a group member: commits the position of every owned partition
+    /// (the offset after the last record [`Consumer::poll`] handed out),
+    /// with the current member epoch.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` if this consumer is not a group member, or if
+    /// the member was fenced and its partitions moved on; any connection
+    /// error.
+    pub async fn commit_positions(&mut self) -> Result<(), ClientError> {
+        let Some(m) = &self.membership else {
+            return Err(ClientError::Status(tonic::Status::failed_precondition(
+                "not a group member: use commit(group) for a standalone commit",
+            )));
+        };
+        let keys: Vec<_> = m.owned.iter().cloned().collect();
+        self.commit_member(&keys).await
+    }
+
+    /// Commits the positions of `keys` as the member; after a refused epoch,
+    /// heartbeats once and retries what is still owned.
+    async fn commit_member(&mut self, keys: &[(String, u32)]) -> Result<(), ClientError> {
+        for attempt in 0..2 {
+            let Some(m) = &self.membership else {
+                return Ok(());
+            };
+            let offsets: Vec<PartitionOffset> = keys
+                .iter()
+                .filter(|k| m.owned.contains(*k))
+                .filter_map(|k| {
+                    self.assigned.get(k).map(|a| PartitionOffset {
+                        topic: k.0.clone(),
+                        partition: k.1,
+                        offset: a.position,
+                        metadata: String::new(),
+                    })
+                })
+                .collect();
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            let result = self
+                .client
+                .commit_offsets(&m.group, &m.member_id, m.epoch, offsets)
+                .await;
+            match result {
+                Err(e) if attempt == 0 && e.code() == tonic::Code::FailedPrecondition => {
+                    self.heartbeat_now().await?;
+                }
+                other => {
+                    if let Some(m) = &mut self.membership {
+                        m.last_commit = std::time::Instant::now();
+                    }
+                    return other;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what was handed out and leaves the group; the consumer then
+    /// reads nothing until assigned or joined again.
+    ///
+    /// # Errors
+    /// The commit's or the leave's error; the consumer has left its
+    /// partitions either way.
+    pub async fn leave_group(&mut self) -> Result<(), ClientError> {
+        if self.membership.is_none() {
+            return Ok(());
+        }
+        let committed = self.commit_positions().await;
+        let left = match self.membership.take() {
+            Some(mut m) => m.leave(&self.client).await,
+            None => Ok(()),
+        };
+        let keys: Vec<_> = self.assigned.keys().cloned().collect();
+        for (topic, partition) in keys {
+            self.unassign(&topic, partition);
+        }
+        committed.and(left)
+    }
+
+    /// Heartbeats now and applies the assignment change.
+    async fn heartbeat_now(&mut self) -> Result<(), ClientError> {
+        let Some(m) = &mut self.membership else {
+            return Ok(());
+        };
+        let change = m.heartbeat(&self.client).await?;
+        self.apply(change).await
+    }
+
+    /// Group duties due now: the heartbeat and the automatic commit.
+    async fn maintain_membership(&mut self) -> Result<(), ClientError> {
+        let Some(m) = &self.membership else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let commit_due = m
+            .config
+            .auto_commit_interval
+            .is_some_and(|i| now >= m.last_commit + i);
+        if now >= m.next_heartbeat() {
+            self.heartbeat_now().await?;
+        }
+        if commit_due {
+            self.commit_positions().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts added partitions at their committed offsets and commits and
+    /// drops revoked ones; tells the coordinator at once when something was
+    /// released, so the next owner does not wait a heartbeat interval.
+    async fn apply(&mut self, change: AssignmentChange) -> Result<(), ClientError> {
+        let Some(m) = &self.membership else {
+            return Ok(());
+        };
+        let (group, reset) = (m.group.clone(), m.config.auto_offset_reset);
+        if !change.revoked.is_empty() {
+            // Commit with the epoch of the heartbeat that revoked them: the
+            // broker accepts commits of partitions being released.
+            let offsets: Vec<PartitionOffset> = change
+                .revoked
+                .iter()
+                .filter_map(|k| {
+                    self.assigned.get(k).map(|a| PartitionOffset {
+                        topic: k.0.clone(),
+                        partition: k.1,
+                        offset: a.position,
+                        metadata: String::new(),
+                    })
+                })
+                .collect();
+            if !offsets.is_empty() {
+                if let Err(e) = self
+                    .client
+                    .commit_offsets(&group, &m.member_id, m.epoch, offsets)
+                    .await
+                {
+                    tracing::warn!(group = %group, error = %e, "could not commit revoked partitions");
+                }
+            }
+            for (topic, partition) in &change.revoked {
+                self.unassign(topic, *partition);
+            }
+        }
+        if !change.added.is_empty() {
+            let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+            for (topic, partition) in &change.added {
+                by_topic.entry(topic.clone()).or_default().push(*partition);
+            }
+            let request = by_topic
+                .into_iter()
+                .map(|(topic, partitions)| TopicPartitions { topic, partitions })
+                .collect();
+            let committed = self.client.fetch_offsets(&group, request).await?;
+            for (topic, partition) in change.added {
+                let at = committed
+                    .iter()
+                    .find(|o| o.topic == topic && o.partition == partition)
+                    .map_or(
+                        match reset {
+                            AutoOffsetReset::Earliest => SeekTo::Earliest,
+                            _ => SeekTo::Latest,
+                        },
+                        |o| SeekTo::Offset(o.offset),
+                    );
+                self.seek(&topic, partition, at).await?;
+            }
+        }
+        if !change.revoked.is_empty() {
+            Box::pin(self.heartbeat_now()).await?;
+        }
+        Ok(())
     }
 
     /// Adds a partition, positioned by `at`.
@@ -189,6 +439,25 @@ impl Consumer {
     /// retention, `DATA_LOSS`); seek to continue.
     pub async fn poll(&mut self, wait: Duration) -> Result<Vec<TopicRecord>, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.maintain_membership().await?;
+            // A member wakes up for its next heartbeat.
+            let step = match &self.membership {
+                Some(m) => deadline.min(m.next_heartbeat().into()),
+                None => deadline,
+            };
+            let out = self.poll_until(step).await?;
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Records available before `deadline` (possibly none).
+    async fn poll_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<TopicRecord>, ClientError> {
         let mut out = Vec::new();
         loop {
             let next = if out.is_empty() {

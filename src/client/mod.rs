@@ -33,6 +33,7 @@ pub mod assigned;
 pub mod consumer;
 pub mod error;
 pub mod groups;
+pub mod member;
 pub mod producer;
 pub mod records;
 
@@ -59,6 +60,7 @@ pub use assigned::{Consumer, SeekTo, TopicRecord};
 pub use consumer::{GroupConsumer, GroupRecord};
 pub use error::ClientError;
 pub use groups::ResetTarget;
+pub use member::MemberConfig;
 pub use producer::{Delivery, Producer, ProducerConfig, RecordMetadata};
 pub use records::{ConsumedRecord, PartitionReader, SubscribeStream};
 

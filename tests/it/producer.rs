@@ -580,3 +580,113 @@ async fn auto_commit_commits_only_what_was_handed_out() {
     consumer.close().await.unwrap();
     assert_eq!(committed(&client, "auto-g", "auto").await, Some(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_members_split_partitions_and_hand_them_over_exactly_once() {
+    use std::collections::BTreeMap;
+    use strata::client::{AutoOffsetReset, Consumer, MemberConfig};
+    let b = BrokerProcess::start_with(&["--heartbeat-interval-ms", "100"]);
+    create_topic(&b, "hb", 4).await;
+    let client = Client::connect(&b.addr).await.unwrap();
+    for p in 0..4 {
+        let records = (0..100)
+            .map(|i| Record {
+                value: format!("{p}:{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .produce("hb", Some(p), records, Acks::Leader)
+            .await
+            .unwrap();
+    }
+    let config = MemberConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        auto_commit_interval: None,
+        ..MemberConfig::default()
+    };
+    let mut a = Consumer::new(client.clone());
+    a.join_group("hb-g", &["hb"], config.clone()).await.unwrap();
+    assert_eq!(a.assignment().len(), 4, "a lone member owns everything");
+    // Who got each record: (partition, offset) -> member.
+    let mut seen: BTreeMap<(u32, u64), &str> = BTreeMap::new();
+    let mut take = |who: &'static str, records: Vec<strata::client::TopicRecord>| {
+        for r in records {
+            let key = (r.record.partition, r.record.offset);
+            assert_eq!(r.record.value, format!("{}:{}", key.0, key.1).into_bytes());
+            if let Some(first) = seen.insert(key, who) {
+                panic!("{key:?} handed to {first} and to {who}");
+            }
+        }
+        seen.len()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while take("a", a.poll(Duration::from_millis(50)).await.unwrap()) < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "a reads nothing");
+    }
+    a.commit_positions().await.unwrap();
+    let mut b2 = Consumer::new(client.clone());
+    b2.join_group("hb-g", &["hb"], config.clone())
+        .await
+        .unwrap();
+    let mut total = 0;
+    while a.assignment().len() != 2 || b2.assignment().len() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no balance: a {:?}, b {:?}",
+            a.assignment(),
+            b2.assignment()
+        );
+        total = take("a", a.poll(Duration::from_millis(20)).await.unwrap());
+        total = take("b", b2.poll(Duration::from_millis(20)).await.unwrap()).max(total);
+    }
+    // Balanced: more records, which each member reads from its partitions.
+    for p in 0..4 {
+        let records = (100..200)
+            .map(|i| Record {
+                value: format!("{p}:{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .produce("hb", Some(p), records, Acks::Leader)
+            .await
+            .unwrap();
+    }
+    while total < 800 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{total} of 800 read"
+        );
+        total = take("a", a.poll(Duration::from_millis(20)).await.unwrap());
+        total = take("b", b2.poll(Duration::from_millis(20)).await.unwrap()).max(total);
+    }
+    for (tp, who) in &seen {
+        let owner = if b2.assignment().contains(&("hb".to_string(), tp.0)) {
+            "b"
+        } else {
+            "a"
+        };
+        if tp.1 >= 100 {
+            assert_eq!(
+                *who, owner,
+                "{tp:?} read by the member that does not own it"
+            );
+        }
+    }
+    // The second member leaves: its partitions come back to the first.
+    b2.leave_group().await.unwrap();
+    while a.assignment().len() != 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            a.assignment()
+        );
+        a.poll(Duration::from_millis(20)).await.unwrap();
+    }
+    a.leave_group().await.unwrap();
+    // Every committed position is the end: nothing left to read.
+    let committed = client.fetch_offsets("hb-g", Vec::new()).await.unwrap();
+    assert_eq!(committed.len(), 4);
+    assert!(committed.iter().all(|o| o.offset == 200), "{committed:?}");
+}

@@ -266,6 +266,12 @@ impl GroupState {
             .collect();
         let m = self.members.get_mut(id)?;
         if allowed != m.sent || m.epoch == 0 {
+            // A partition taken away stays held by this member until it
+            // reports (heartbeat `owned`, or a stream's `set_owned`) that it
+            // stopped reading it: a member that has not heard of the change
+            // yet may still be reading, and the next owner must wait.
+            let revoked: Vec<TopicPartition> = m.sent.difference(&allowed).cloned().collect();
+            m.owned.extend(revoked);
             m.sent = allowed;
             m.epoch += 1;
         }
@@ -377,6 +383,32 @@ mod tests {
         assert_eq!(b_now.len(), 2);
         assert!(b_now.is_disjoint(&a_now));
         assert_eq!(g.state_name(), "Stable");
+    }
+
+    #[test]
+    fn a_revoked_partition_waits_until_its_old_owner_reports_it_released() {
+        let parts = BTreeMap::from([("t".to_string(), 2)]);
+        let mut g = GroupState::new("g", 0);
+        g.join("a".into(), topics(&["t"]), 1000, 0, MemberKind::Heartbeat);
+        g.recompute_targets(&parts);
+        let (_, a_parts) = g.reconcile("a").unwrap();
+        assert_eq!(a_parts.len(), 2);
+        // "a" has not heartbeated since it was told: it reported owning nothing.
+        g.join("b".into(), topics(&["t"]), 1000, 0, MemberKind::Heartbeat);
+        g.recompute_targets(&parts);
+        g.reconcile_all();
+        let (_, b_parts) = g.reconcile("b").unwrap();
+        assert!(
+            b_parts.is_empty(),
+            "b got {b_parts:?} while a may still read it"
+        );
+        // "a" learns its new assignment and reports what it still reads.
+        let (epoch, a_now) = g.reconcile("a").unwrap();
+        g.heartbeat("a", epoch, None, a_now.clone(), 1).unwrap();
+        g.reconcile_all();
+        let (_, b_parts) = g.reconcile("b").unwrap();
+        assert_eq!(b_parts.len(), 1);
+        assert!(a_now.is_disjoint(&b_parts));
     }
 
     #[test]
