@@ -192,7 +192,7 @@ async fn counters_move_by_exactly_what_was_done() {
     assert_eq!(get(&before, "strata_build_info{version=\"0.1.0\"}"), 1.0);
     create_topic(&b, "orders", 2).await;
 
-    // 137 records in three requests, over both partitions.
+    // 137 records in three requests, over both partitions (and one below).
     let mut log = b.log().await;
     let mut produced_bytes = 0;
     for (partition, n) in [(0u32, 50usize), (1, 50), (0, 37)] {
@@ -207,6 +207,11 @@ async fn counters_move_by_exactly_what_was_done() {
             .await
             .expect("produce");
     }
+    // One more, durable: answered after a flush, which the histogram saw.
+    let mut durable = produce_req("orders", Some(1), vec![record(b"kept")]);
+    durable.acks = strata::proto::v1::Acks::Durable as i32;
+    log.produce(durable).await.expect("durable produce");
+    produced_bytes += prost::Message::encoded_len(&record(b"kept")) + 2;
     let missing = log
         .produce(produce_req("nope", None, vec![record(b"x")]))
         .await
@@ -216,7 +221,7 @@ async fn counters_move_by_exactly_what_was_done() {
     let s = scrape(&b).await;
     assert_eq!(
         get(&s, "strata_records_produced_total{topic=\"orders\"}"),
-        137.0
+        138.0
     );
     assert_eq!(
         get(&s, "strata_bytes_produced_total{topic=\"orders\"}"),
@@ -226,7 +231,7 @@ async fn counters_move_by_exactly_what_was_done() {
     let produce_nf = rpc_key("strata_rpc_requests_total", "Log", "Produce", "NOT_FOUND");
     assert_eq!(
         get(&s, &produce_ok) - before.get(&produce_ok).unwrap_or(&0.0),
-        3.0
+        4.0
     );
     assert_eq!(get(&s, &produce_nf), 1.0);
     assert_eq!(
@@ -244,8 +249,9 @@ async fn counters_move_by_exactly_what_was_done() {
         ),
         1.0
     );
-    assert_eq!(get(&s, "strata_produce_batch_records_count"), 3.0);
-    assert_eq!(get(&s, "strata_produce_batch_records_sum"), 137.0);
+    assert_eq!(get(&s, "strata_produce_batch_records_count"), 4.0);
+    assert_eq!(get(&s, "strata_produce_batch_records_sum"), 138.0);
+    assert!(get(&s, "strata_flush_duration_seconds_count") >= 1.0);
     assert_eq!(
         get(&s, "strata_log_segments{topic=\"orders\",partition=\"0\"}"),
         1.0
@@ -343,7 +349,7 @@ async fn counters_move_by_exactly_what_was_done() {
     );
     assert_eq!(
         get(&s, &format!("strata_group_lag_records{}", lag(1))),
-        50.0,
+        51.0,
         "no commit: lag from the log start"
     );
     assert!(get(&s, &format!("strata_group_lag_seconds{}", lag(0))) >= 0.0);
@@ -355,8 +361,8 @@ async fn counters_move_by_exactly_what_was_done() {
     );
     assert_eq!(
         get(&s, "strata_records_fetched_total{topic=\"orders\"}"),
-        127.0,
-        "the subscription read partition 1's 50 records"
+        128.0,
+        "the subscription read partition 1's 51 records"
     );
     assert_eq!(
         get(
