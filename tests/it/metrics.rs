@@ -189,7 +189,11 @@ async fn counters_move_by_exactly_what_was_done() {
     assert_eq!(status, 404);
 
     let before = scrape(&b).await;
-    assert_eq!(get(&before, "strata_build_info{version=\"0.1.0\"}"), 1.0);
+    let build = format!(
+        "strata_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(get(&before, &build), 1.0);
     create_topic(&b, "orders", 2).await;
 
     // 137 records in three requests, over both partitions (and one below).
