@@ -13,12 +13,14 @@
 //!   reflection) and the one error → status mapping.
 //! - [`proto`]: generated code; [`wire`]: the hand-written zero-copy codecs
 //!   for produce requests and fetch responses.
+//! - [`auth`]: principals, permissions, tokens and quotas (the auth file).
 //! - [`config`]: broker settings (defaults, TOML file, env, flags).
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`).
 //! - [`client`]: the Rust client library; [`cli`]: the `strata` command line,
 //!   built on it; [`bench`]: the load generator behind `strata bench`.
 //! - [`verify`]: the offline checker behind `strata verify`.
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;
