@@ -139,6 +139,59 @@ impl Default for GroupSettings {
     }
 }
 
+/// Who may reach the reflection service when authentication is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReflectionAccess {
+    /// Anyone, like health.
+    Open,
+    /// Any authenticated principal (no particular permission needed).
+    #[default]
+    Authenticated,
+}
+
+/// TLS on the listener, and authentication with permissions and quotas.
+/// Everything is off by default: no TLS, no authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Server certificate chain, PEM. With `tls_key`, turns TLS on.
+    /// Default: none (plaintext).
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key, PEM (PKCS#8, PKCS#1 or SEC1). Default: none.
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates, PEM; when set, clients must present a certificate
+    /// signed by one of them (mutual TLS). Default: none.
+    pub tls_client_ca: Option<PathBuf>,
+    /// How long a client may take to complete the TLS handshake, ms.
+    /// Default: 10,000.
+    pub tls_handshake_timeout_ms: u64,
+    /// How often the TLS files and the auth file are checked for changes,
+    /// ms; 0 = reload only on SIGHUP. Default: 5,000.
+    pub reload_check_interval_ms: u64,
+    /// The principals file (TOML): tokens, certificate subjects,
+    /// permissions and quotas. When set, every request but health must
+    /// authenticate. Default: none (no authentication).
+    pub auth_file: Option<PathBuf>,
+    /// Who may use server reflection when authentication is on.
+    /// Default: authenticated.
+    pub auth_reflection: ReflectionAccess,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_handshake_timeout_ms: 10_000,
+            reload_check_interval_ms: 5_000,
+            auth_file: None,
+            auth_reflection: ReflectionAccess::Authenticated,
+        }
+    }
+}
+
 /// Everything `strata serve` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,6 +234,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Consumer groups.
     pub groups: GroupSettings,
+    /// TLS, authentication and permissions.
+    pub security: SecuritySettings,
 }
 
 impl Default for BrokerConfig {
@@ -199,6 +254,7 @@ impl Default for BrokerConfig {
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
             groups: GroupSettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -325,6 +381,25 @@ impl BrokerConfig {
         }
         if self.flush_interval_ms == 0 {
             return invalid("flush_interval_ms", "must be at least 1".into());
+        }
+        let sec = &self.security;
+        if sec.tls_cert.is_some() != sec.tls_key.is_some() {
+            return invalid(
+                "security.tls_cert",
+                "--tls-cert and --tls-key go together: set both or neither".into(),
+            );
+        }
+        if sec.tls_client_ca.is_some() && sec.tls_cert.is_none() {
+            return invalid(
+                "security.tls_client_ca",
+                "mutual TLS needs TLS: set --tls-cert and --tls-key too".into(),
+            );
+        }
+        if sec.tls_handshake_timeout_ms == 0 {
+            return invalid(
+                "security.tls_handshake_timeout_ms",
+                "must be at least 1".into(),
+            );
         }
         Ok(())
     }

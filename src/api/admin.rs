@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::Access;
 use super::observe::record_topic;
 use super::status::to_status;
+use crate::auth::Action;
 use crate::broker::{describe, Broker, BrokerError, TopicDescription, TopicOverrides};
 use crate::proto::server::admin_server::Admin;
 use crate::proto::v1::{
@@ -22,12 +24,22 @@ use crate::proto::v1::{
 #[derive(Debug, Clone)]
 pub struct AdminService {
     broker: Arc<Broker>,
+    access: Access,
 }
 
 impl AdminService {
     /// A service backed by `broker`.
     pub fn new(broker: Arc<Broker>) -> Self {
-        AdminService { broker }
+        AdminService {
+            broker,
+            access: Access::open(),
+        }
+    }
+
+    /// The same service with access control (permissions and quotas).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// Runs a blocking broker call off the async workers.
@@ -91,8 +103,10 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<CreateTopicResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_topic(&r.name);
+        caller.check(Action::Admin, &r.name)?;
         let topic = self
             .blocking(move |b| b.create_topic(&r.name, r.partitions, overrides(r.config)))
             .await?;
@@ -105,20 +119,24 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let name = request.into_inner().name;
         record_topic(&name);
+        caller.check(Action::Admin, &name)?;
         self.blocking(move |b| b.delete_topic(&name)).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
     async fn list_topics(
         &self,
-        _request: Request<ListTopicsRequest>,
+        request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let topics = self
             .broker
             .topics()
             .iter()
+            .filter(|t| caller.sees_topic(&t.name))
             .map(|t| TopicSummary {
                 name: t.name.clone(),
                 partitions: t.partition_count(),
@@ -131,8 +149,10 @@ impl Admin for AdminService {
         &self,
         request: Request<DescribeTopicRequest>,
     ) -> Result<Response<DescribeTopicResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let name = request.into_inner().name;
         record_topic(&name);
+        caller.check_describe(&name)?;
         let d = self.broker.describe_topic(&name).map_err(to_status)?;
         Ok(Response::new(DescribeTopicResponse {
             topic: Some(to_proto(d)),
@@ -143,8 +163,10 @@ impl Admin for AdminService {
         &self,
         request: Request<CreatePartitionsRequest>,
     ) -> Result<Response<CreatePartitionsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_topic(&r.name);
+        caller.check(Action::Admin, &r.name)?;
         let topic = self
             .blocking(move |b| b.create_partitions(&r.name, r.total_partitions))
             .await?;
@@ -157,8 +179,10 @@ impl Admin for AdminService {
         &self,
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_topic(&r.name);
+        caller.check(Action::Admin, &r.name)?;
         let changes = overrides(r.config);
         let topic = self
             .blocking(move |b| b.alter_topic_config(&r.name, &changes))

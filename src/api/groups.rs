@@ -10,8 +10,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::auth::Access;
 use super::observe::{record_group, record_topic};
 use super::status::to_status;
+use crate::auth::Action;
 use crate::broker::groups::consume::AutoReset;
 use crate::broker::groups::{OffsetCommit, ResetTarget};
 use crate::broker::{Broker, BrokerError};
@@ -30,12 +32,22 @@ use crate::wire::ConsumeEventWire;
 #[derive(Debug, Clone)]
 pub struct GroupsService {
     broker: Arc<Broker>,
+    access: Access,
 }
 
 impl GroupsService {
     /// A service backed by `broker`.
     pub fn new(broker: Arc<Broker>) -> Self {
-        GroupsService { broker }
+        GroupsService {
+            broker,
+            access: Access::open(),
+        }
+    }
+
+    /// The same service with access control (permissions and quotas).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// Runs a blocking broker call off the async workers.
@@ -66,8 +78,11 @@ impl Groups for GroupsService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_group(&r.group);
+        caller.check(Action::Group, &r.group)?;
+        caller.check_all(Action::Consume, r.topics.iter().map(String::as_str))?;
         let reply = self
             .blocking(move |b| {
                 b.heartbeat(
@@ -92,8 +107,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<LeaveGroupRequest>,
     ) -> Result<Response<LeaveGroupResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_group(&r.group);
+        caller.check(Action::Group, &r.group)?;
         self.blocking(move |b| b.leave_group(&r.group, &r.member_id))
             .await?;
         Ok(Response::new(LeaveGroupResponse {}))
@@ -103,8 +120,11 @@ impl Groups for GroupsService {
         &self,
         request: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_group(&r.group);
+        caller.check(Action::Group, &r.group)?;
+        caller.check_all(Action::Consume, r.offsets.iter().map(|o| o.topic.as_str()))?;
         let offsets = r
             .offsets
             .into_iter()
@@ -124,8 +144,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<FetchOffsetsRequest>,
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_group(&r.group);
+        caller.check(Action::Group, &r.group)?;
         let offsets = self
             .broker
             .fetch_offsets(&r.group, pairs(r.partitions))
@@ -145,8 +167,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let group = request.into_inner().group;
         record_group(&group);
+        caller.check(Action::Group, &group)?;
         let d = self.blocking(move |b| b.describe_group(&group)).await?;
         Ok(Response::new(DescribeGroupResponse {
             group: d.group,
@@ -177,12 +201,14 @@ impl Groups for GroupsService {
 
     async fn list_groups(
         &self,
-        _request: Request<ListGroupsRequest>,
+        request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let groups = self
             .broker
             .list_groups()
             .into_iter()
+            .filter(|(group, _, _)| caller.sees_group(group))
             .map(|(group, state, member_count)| GroupSummary {
                 group,
                 state,
@@ -196,8 +222,10 @@ impl Groups for GroupsService {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let group = request.into_inner().group;
         record_group(&group);
+        caller.check(Action::Group, &group)?;
         self.blocking(move |b| b.delete_group(&group)).await?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
@@ -206,9 +234,12 @@ impl Groups for GroupsService {
         &self,
         request: Request<ResetOffsetsRequest>,
     ) -> Result<Response<ResetOffsetsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_group(&r.group);
         record_topic(&r.topic);
+        caller.check(Action::Group, &r.group)?;
+        caller.check(Action::Consume, &r.topic)?;
         let to = match ResetTo::try_from(r.to) {
             Ok(ResetTo::Earliest) => ResetTarget::Earliest,
             Ok(ResetTo::Latest) => ResetTarget::Latest,
@@ -249,8 +280,12 @@ impl Groups for GroupsService {
         &self,
         request: Request<ConsumeRequest>,
     ) -> Result<Response<ConsumeStream>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_group(&r.group);
+        caller.check(Action::Group, &r.group)?;
+        caller.check_all(Action::Consume, r.topics.iter().map(String::as_str))?;
+        caller.admit_fetch()?;
         let reset = match AutoOffsetReset::try_from(r.auto_offset_reset) {
             Ok(AutoOffsetReset::Earliest) => AutoReset::Earliest,
             Ok(AutoOffsetReset::Latest) => AutoReset::Latest,
@@ -270,6 +305,6 @@ impl Groups for GroupsService {
             .map_err(|e| to_status(BrokerError::Internal(format!("consume task failed: {e}"))))?
             .map_err(to_status)?;
         let stream = ReceiverStream::new(rx).map(|item| item.map_err(to_status));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(caller.throttle(stream)))
     }
 }

@@ -7,8 +7,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::auth::Access;
 use super::observe::{record_partition, record_topic};
 use super::status::to_status;
+use crate::auth::Action;
 use crate::broker::fetch::OffsetQuery;
 use crate::broker::produce::{AckLevel, ProduceInput};
 use crate::broker::{Broker, BrokerError};
@@ -23,12 +25,22 @@ use crate::wire::{FetchResponseWire, ProduceRequestWire};
 #[derive(Debug, Clone)]
 pub struct LogService {
     broker: Arc<Broker>,
+    access: Access,
 }
 
 impl LogService {
     /// A service backed by `broker`.
     pub fn new(broker: Arc<Broker>) -> Self {
-        LogService { broker }
+        LogService {
+            broker,
+            access: Access::open(),
+        }
+    }
+
+    /// The same service with access control (permissions and quotas).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -44,11 +56,13 @@ impl Log for LogService {
         &self,
         request: Request<ProduceRequestWire>,
     ) -> Result<Response<ProduceResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let req = request.into_inner();
         record_topic(&req.topic);
         if let Some(p) = req.partition {
             record_partition(p);
         }
+        caller.check(Action::Produce, &req.topic)?;
         let acks = match req.acks_level() {
             Some(Acks::Leader) => AckLevel::Leader,
             Some(Acks::Durable) => AckLevel::Durable,
@@ -62,8 +76,10 @@ impl Log for LogService {
                 ))
             }
         };
+        let records = req.records_payload().into_bytes();
+        caller.admit_produce(records.len() as u64)?;
         let input = ProduceInput {
-            records: req.records_payload().into_bytes(),
+            records,
             topic: req.topic,
             partition: req.partition,
             acks,
@@ -88,14 +104,18 @@ impl Log for LogService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponseWire>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_topic(&r.topic);
         record_partition(r.partition);
+        caller.check(Action::Consume, &r.topic)?;
+        caller.admit_fetch()?;
         let out = self
             .broker
             .fetch(&r.topic, r.partition, r.offset, r.max_bytes, r.max_wait_ms)
             .await
             .map_err(to_status)?;
+        caller.charge_fetch(prost::Message::encoded_len(&out));
         Ok(Response::new(out))
     }
 
@@ -105,24 +125,29 @@ impl Log for LogService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<FetchStream>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_topic(&r.topic);
         record_partition(r.partition);
+        caller.check(Action::Consume, &r.topic)?;
+        caller.admit_fetch()?;
         let rx = self
             .broker
             .subscribe(&r.topic, r.partition, r.offset, 0)
             .map_err(to_status)?;
         let stream = ReceiverStream::new(rx).map(|item| item.map_err(to_status));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(caller.throttle(stream)))
     }
 
     async fn list_offsets(
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let r = request.into_inner();
         record_topic(&r.topic);
         record_partition(r.partition);
+        caller.check(Action::Consume, &r.topic)?;
         let query = match OffsetSpec::try_from(r.spec) {
             Ok(OffsetSpec::Earliest) => OffsetQuery::Earliest,
             Ok(OffsetSpec::Latest) => OffsetQuery::Latest,

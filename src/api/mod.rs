@@ -9,6 +9,10 @@
 //! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
 //! | [`connections`] | the cap on open client connections, and their count |
 //! | [`observe`] | per-call span, RPC metrics, slow-request log        |
+//! | [`auth`]   | authentication interceptor, permission/quota checks  |
+//! | [`tls`]    | TLS accept loop with reloadable certificates         |
+//! | [`x509`]   | the client certificate's subject CN                  |
+//! | [`reload`] | SIGHUP and file-change reloads of certificates/auth  |
 //!
 //! [`run`] assembles the server: Strata's services plus the standard
 //! `grpc.health.v1.Health` and server reflection, explicit message-size
@@ -17,12 +21,16 @@
 //! every partition, exit 0).
 
 pub mod admin;
+pub mod auth;
 pub mod connections;
 pub mod groups;
 pub mod limits;
 pub mod log;
 pub mod observe;
+pub mod reload;
 pub mod status;
+pub mod tls;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,10 +38,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerError};
-use crate::config::{BrokerConfig, ConfigError};
+use crate::config::{BrokerConfig, ConfigError, ReflectionAccess};
 use crate::proto::server::admin_server::AdminServer;
 use crate::proto::server::groups_server::GroupsServer;
 use crate::proto::server::log_server::LogServer;
+use tonic::service::interceptor::InterceptedService;
 
 /// How long shutdown waits for clients to finish and close their connections.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -61,6 +70,12 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptors (a build bug).
     #[error("reflection setup failed: {0}")]
     Reflection(String),
+    /// A TLS file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The auth file cannot be used.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthFileError),
 }
 
 /// A running server (for tests and embedding): its address and a way to stop it.
@@ -122,6 +137,9 @@ impl RunningServer {
 pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     config.validate()?;
     tracing::info!(config = ?config, "starting strata");
+    // Bad certificates or a bad auth file stop the start, before any data
+    // is opened.
+    let reloadable = load_security(&config)?;
     let listen = config.listen;
     let open_config = config.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(open_config))
@@ -152,7 +170,18 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     };
     let metrics_addr = metrics.as_ref().map(|m| m.addr);
     let background = broker.start_background();
-    let router = build_router(&broker, &config)?;
+    let access = match &reloadable.auth {
+        Some(store) => auth::Access::with_store(store.clone()),
+        None => auth::Access::open(),
+    };
+    let router = build_router(&broker, &config, &access)?;
+    reload::spawn(
+        reloadable.clone(),
+        std::time::Duration::from_millis(config.security.reload_check_interval_ms),
+        broker.shutdown_signal(),
+    );
+    let handshake_timeout =
+        std::time::Duration::from_millis(config.security.tls_handshake_timeout_ms);
     let max_connections = config.limits.max_connections as usize;
     let mut shutdown = broker.shutdown_signal();
     let serving = broker.clone();
@@ -161,17 +190,29 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
         let signal = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
-        let serving_fut =
+        let serving_fut: ServeFuture = match reloadable.tls {
+            // TLS: Strata's own accept loop, so certificates can be reloaded
+            // (it sets TCP_NODELAY itself).
+            // The connection cap counts connections whose handshake is
+            // done; handshakes in progress have their own bound.
+            Some(state) => Box::pin(router.serve_with_incoming_shutdown(
+                connections::limit(
+                    tls::incoming(listener, state, handshake_timeout),
+                    max_connections,
+                ),
+                signal,
+            )),
             // `Server::tcp_nodelay` does not apply to an incoming stream we
             // hand over: set TCP_NODELAY here, or every small response waits
             // for Nagle's algorithm (40 ms stalls; Fetch ran at 1/4 speed).
-            router.serve_with_incoming_shutdown(
+            None => Box::pin(router.serve_with_incoming_shutdown(
                 connections::limit(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     max_connections,
                 ),
                 signal,
-            );
+            )),
+        };
         // A client that never closes its connection must not keep the
         // broker alive: after the grace period, stop waiting for it.
         let served = tokio::select! {
@@ -213,24 +254,59 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     })
 }
 
+/// The server future, whichever the kind of incoming connections.
+type ServeFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+>;
+
+/// Loads the TLS files and the auth file of `config`, if set.
+fn load_security(config: &BrokerConfig) -> Result<reload::Reloadable, ServeError> {
+    let sec = &config.security;
+    let tls = match (&sec.tls_cert, &sec.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::TlsState::load(tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: sec.tls_client_ca.clone(),
+        })?)),
+        _ => None,
+    };
+    let auth = match &sec.auth_file {
+        Some(path) => {
+            let store = crate::auth::AuthStore::load(path)?;
+            tracing::info!(file = %path.display(), principals = store.registry().len(),
+                "authentication on");
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    Ok(reload::Reloadable { tls, auth })
+}
+
 fn build_router(
     broker: &Arc<Broker>,
     config: &BrokerConfig,
+    access: &auth::Access,
 ) -> Result<tonic::transport::server::Router, ServeError> {
     // tonic's own decode limit sits above ours, so that a request between the
     // two gets Strata's clear error rather than tonic's OUT_OF_RANGE.
     let request_limit = config.limits.max_request_bytes;
     let decode_limit = request_limit as usize + (1 << 20);
     let encode_limit = config.limits.max_fetch_bytes as usize * 2 + (1 << 20);
-    let log = LogServer::new(log::LogService::new(broker.clone()))
+    let authenticate = access.interceptor();
+    let log = LogServer::new(log::LogService::new(broker.clone()).with_access(access.clone()))
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(encode_limit);
-    let admin = AdminServer::new(admin::AdminService::new(broker.clone()))
-        .max_decoding_message_size(decode_limit)
-        .max_encoding_message_size(encode_limit);
-    let groups = GroupsServer::new(groups::GroupsService::new(broker.clone()))
-        .max_decoding_message_size(decode_limit)
-        .max_encoding_message_size(encode_limit);
+    let log = InterceptedService::new(log, authenticate.clone());
+    let admin =
+        AdminServer::new(admin::AdminService::new(broker.clone()).with_access(access.clone()))
+            .max_decoding_message_size(decode_limit)
+            .max_encoding_message_size(encode_limit);
+    let admin = InterceptedService::new(admin, authenticate.clone());
+    let groups =
+        GroupsServer::new(groups::GroupsService::new(broker.clone()).with_access(access.clone()))
+            .max_decoding_message_size(decode_limit)
+            .max_encoding_message_size(encode_limit);
+    let groups = InterceptedService::new(groups, authenticate.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
         health_reporter
@@ -247,6 +323,14 @@ fn build_router(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // Health stays open; reflection follows `security.auth_reflection`.
+    let reflection = InterceptedService::new(
+        reflection,
+        match config.security.auth_reflection {
+            ReflectionAccess::Authenticated => authenticate,
+            ReflectionAccess::Open => auth::Access::open().interceptor(),
+        },
+    );
     Ok(tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         .initial_stream_window_size(Some(4 << 20))

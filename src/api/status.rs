@@ -6,6 +6,7 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::AccessError;
 use crate::broker::BrokerError;
 use crate::storage::producers::SequenceError;
 use crate::storage::StorageError;
@@ -49,6 +50,28 @@ where
         .await
         .map_err(|e| to_status(BrokerError::Internal(format!("blocking task failed: {e}"))))?
         .map_err(to_status)
+}
+
+/// gRPC metadata key of the retry hint on a `RESOURCE_EXHAUSTED` answer
+/// for a quota: milliseconds until the request would be admitted.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// Converts an access-control refusal into the status the client sees:
+/// `UNAUTHENTICATED`, `PERMISSION_DENIED`, or `RESOURCE_EXHAUSTED` with a
+/// `retry-after-ms` hint for a quota.
+pub fn access_status(err: &AccessError) -> Status {
+    match err {
+        AccessError::Unauthenticated { .. } => Status::unauthenticated(err.to_string()),
+        AccessError::Denied { .. } => Status::permission_denied(err.to_string()),
+        AccessError::OverQuota { retry_after, .. } => {
+            let mut status = Status::resource_exhausted(err.to_string());
+            let ms = retry_after.as_millis().to_string();
+            if let Ok(value) = ms.parse() {
+                status.metadata_mut().insert(RETRY_AFTER_MS, value);
+            }
+            status
+        }
+    }
 }
 
 fn storage_code(err: &StorageError) -> Code {

@@ -257,10 +257,16 @@ mod tests {
         let e = error(&format!(
             "[[principal]]\nname = \"a\"\ntoken_sha256 = \"{HASH_A}\"\npermissions = [\"read:x\"]\n"
         ));
-        assert!(e.contains("principal 'a'") && e.contains("unknown action 'read'"), "{e}");
+        assert!(
+            e.contains("principal 'a'") && e.contains("unknown action 'read'"),
+            "{e}"
+        );
 
         let e = error("[[principal]]\nname = \"a\"\ntoken_sha256 = \"xyz\"\n");
-        assert!(e.contains("principal 'a'") && e.contains("64 hex digits"), "{e}");
+        assert!(
+            e.contains("principal 'a'") && e.contains("64 hex digits"),
+            "{e}"
+        );
 
         let e = error(&format!(
             "[[principal]]\nname = \"a\"\ntoken_sha256 = \"{HASH_A}\"\n[[principal]]\nname = \"a\"\ntoken_sha256 = \"{HASH_B}\"\n"
@@ -270,13 +276,19 @@ mod tests {
         let e = error(&format!(
             "[[principal]]\nname = \"a\"\ntoken_sha256 = \"{HASH_A}\"\n[[principal]]\nname = \"b\"\ntoken_sha256 = \"{HASH_A}\"\n"
         ));
-        assert!(e.contains("principal 'b'") && e.contains("same as another"), "{e}");
+        assert!(
+            e.contains("principal 'b'") && e.contains("same as another"),
+            "{e}"
+        );
 
         let e = error("[[principal]]\nname = \"a\"\npermissions = []\n");
         assert!(e.contains("needs token_sha256"), "{e}");
 
         let e = error("[[principal]]\nname = \"a\"\ntokn = \"x\"\n");
-        assert!(e.contains("unknown field") && e.contains("auth.toml"), "{e}");
+        assert!(
+            e.contains("unknown field") && e.contains("auth.toml"),
+            "{e}"
+        );
 
         let e = error("[[principal]]\nname = \"\"\ncert_subject = \"x\"\n");
         assert!(e.contains("'#1'") && e.contains("empty"), "{e}");
@@ -284,6 +296,9 @@ mod tests {
         let e = error(
             "[[principal]]\nname = \"a\"\ncert_subject = \"x\"\n[[principal]]\nname = \"b\"\ncert_subject = \"x\"\n",
         );
-        assert!(e.contains("principal 'b'") && e.contains("cert_subject 'x'"), "{e}");
+        assert!(
+            e.contains("principal 'b'") && e.contains("cert_subject 'x'"),
+            "{e}"
+        );
     }
 }

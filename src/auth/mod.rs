@@ -20,7 +20,6 @@ pub mod token;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -254,7 +253,6 @@ impl Registry {
 pub struct AuthStore {
     path: PathBuf,
     current: RwLock<Arc<Registry>>,
-    failures: AtomicU64,
 }
 
 impl AuthStore {
@@ -267,7 +265,6 @@ impl AuthStore {
         Ok(AuthStore {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(Registry::new(file, None, Instant::now()))),
-            failures: AtomicU64::new(0),
         })
     }
 
@@ -296,16 +293,6 @@ impl AuthStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// Counts a failed authentication.
-    pub fn count_failure(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Failed authentications since start.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
     }
 }
 
@@ -348,12 +335,17 @@ mod tests {
         let now = Instant::now();
         assert!(p.admit_produce(100, now).is_ok());
         let e = p.admit_produce(50, now).unwrap_err();
-        assert!(matches!(e, AccessError::OverQuota { retry_after, .. } if retry_after == Duration::from_millis(500)));
+        assert!(
+            matches!(e, AccessError::OverQuota { retry_after, .. } if retry_after == Duration::from_millis(500))
+        );
         assert!(e.to_string().contains("retry in 500 ms"), "{e}");
         assert!(p.admit_fetch(now).is_ok(), "no fetch quota");
         let file = AuthFile::parse(&text, Path::new("a.toml")).unwrap();
         let reloaded = Registry::new(file, Some(&r), now);
         let p2 = reloaded.by_token(b"tok").unwrap();
-        assert!(p2.admit_produce(50, now).is_err(), "the empty bucket carried over");
+        assert!(
+            p2.admit_produce(50, now).is_err(),
+            "the empty bucket carried over"
+        );
     }
 }

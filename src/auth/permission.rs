@@ -74,7 +74,9 @@ pub enum PermissionError {
         action: String,
     },
     /// The pattern is empty or contains whitespace or control characters.
-    #[error("permission '{0}': the pattern must be non-empty, without whitespace or control characters")]
+    #[error(
+        "permission '{0}': the pattern must be non-empty, without whitespace or control characters"
+    )]
     BadPattern(String),
 }
 
@@ -103,11 +105,7 @@ impl Permission {
                 permission: text.to_string(),
                 action: action.to_string(),
             })?;
-        if pattern.is_empty()
-            || pattern
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if pattern.is_empty() || pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(PermissionError::BadPattern(text.to_string()));
         }
         Ok(Permission {
@@ -200,7 +198,9 @@ mod tests {
         assert!(p.allows(Action::Consume, "orders.eu"));
         assert!(!p.allows(Action::Produce, "orders.eu"));
         assert_eq!(p.to_string(), "consume:orders.*");
-        assert!(Permission::parse("admin:*").unwrap().allows(Action::Admin, "x"));
+        assert!(Permission::parse("admin:*")
+            .unwrap()
+            .allows(Action::Admin, "x"));
         assert_eq!(
             Permission::parse("read:orders"),
             Err(PermissionError::UnknownAction {

@@ -134,7 +134,9 @@ mod tests {
         );
         assert!(TokenDigest::from_hex("abc").unwrap_err().contains("64 hex"));
         let bad = format!("{}g", &d.to_hex()[..63]);
-        assert!(TokenDigest::from_hex(&bad).unwrap_err().contains("position 64"));
+        assert!(TokenDigest::from_hex(&bad)
+            .unwrap_err()
+            .contains("position 64"));
     }
 
     #[test]

@@ -32,9 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::{ConnectOptions, Connection};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tonic::transport::Channel;
 
 use crate::api::{RunningServer, ServeError};
 use crate::cli::CliError;
@@ -176,6 +176,9 @@ pub struct BenchOpts {
     /// Broker address (ignored with --embedded).
     #[arg(long, value_name = "ADDR", env = "STRATA_BROKER", default_value = DEFAULT_BROKER)]
     pub broker: String,
+    /// TLS and token for --broker (the embedded broker is plaintext).
+    #[command(flatten)]
+    pub connect: crate::cli::ConnectArgs,
     /// Topic to use [default: bench-WORKLOAD-PID, created and deleted by
     /// the bench]. An existing topic is used as it is (consume and group
     /// read what it holds).
@@ -374,6 +377,7 @@ struct Embedded {
 /// The Strata side of an invocation: where the broker is and the topic.
 struct StrataSide {
     addr: String,
+    options: ConnectOptions,
     client: Client,
     embedded: Option<Embedded>,
     topic: String,
@@ -383,7 +387,7 @@ struct StrataSide {
 
 impl StrataSide {
     async fn open(opts: &BenchOpts, workload: Workload) -> Result<StrataSide, BenchError> {
-        let (addr, embedded) = if opts.embedded {
+        let (addr, embedded, options) = if opts.embedded {
             let dir = tempfile::Builder::new()
                 .prefix("strata-bench-")
                 .tempdir()
@@ -397,17 +401,19 @@ impl StrataSide {
             (
                 server.addr.to_string(),
                 Some(Embedded { server, _dir: dir }),
+                ConnectOptions::default(),
             )
         } else {
-            (opts.broker.clone(), None)
+            (opts.broker.clone(), None, opts.connect.options())
         };
-        let client = Client::connect(&addr).await?;
+        let client = Client::connect_with(&addr, &options).await?;
         let topic = opts
             .topic
             .clone()
             .unwrap_or_else(|| format!("bench-{}-{}", workload.name(), std::process::id()));
         Ok(StrataSide {
             addr,
+            options,
             client,
             embedded,
             topic,
@@ -710,7 +716,7 @@ async fn execute_with(
 ) -> Result<Outcome, BenchError> {
     let mut notes = Vec::new();
     // Strata: topic, fill, connections.
-    let mut strata_channels: Vec<Channel> = Vec::new();
+    let mut strata_channels: Vec<Connection> = Vec::new();
     let mut partitions = plan.partitions;
     let mut ends: Vec<u64> = Vec::new();
     if let Some(side) = strata.as_deref_mut() {
@@ -722,7 +728,7 @@ async fn execute_with(
             )));
         }
         partitions = plan.partitions;
-        strata_channels = workloads::connect(&side.addr, opts.connections).await?;
+        strata_channels = workloads::connect(&side.addr, opts.connections, &side.options).await?;
         if matches!(plan.workload, Workload::Consume | Workload::Group) {
             ends = fill(plan, opts, side, &strata_channels, partitions, show_bar).await?;
         }
@@ -752,7 +758,14 @@ async fn execute_with(
         )
     };
     let ceiling_channels = match &ceiling_server {
-        Some(server) => workloads::connect(&server.addr.to_string(), opts.connections).await?,
+        Some(server) => {
+            workloads::connect(
+                &server.addr.to_string(),
+                opts.connections,
+                &ConnectOptions::default(),
+            )
+            .await?
+        }
         None => Vec::new(),
     };
 
@@ -804,7 +817,7 @@ async fn fill(
     plan: &Plan,
     opts: &BenchOpts,
     side: &StrataSide,
-    channels: &[Channel],
+    channels: &[Connection],
     partitions: u32,
     show_bar: bool,
 ) -> Result<Vec<u64>, BenchError> {
@@ -839,7 +852,7 @@ async fn run_strata(
     plan: &Plan,
     opts: &BenchOpts,
     side: &StrataSide,
-    channels: &[Channel],
+    channels: &[Connection],
     partitions: u32,
     ends: &[u64],
     run: usize,
@@ -917,7 +930,7 @@ async fn run_strata(
 async fn run_ceiling(
     plan: &Plan,
     opts: &BenchOpts,
-    channels: &[Channel],
+    channels: &[Connection],
     run: usize,
     show_bar: bool,
 ) -> Result<RunFigures, BenchError> {

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::client::{ConnectOptions, Connection};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{GrpcMethod, Status};
 
 use crate::client::{ClientError, MAX_MESSAGE_BYTES};
@@ -37,40 +37,20 @@ use super::{BenchError, Progress};
 /// for the remaining records to be delivered.
 const E2E_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// HTTP/2 windows of the client library (and the broker).
-const STREAM_WINDOW_BYTES: u32 = 4 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
-
 /// Opens `count` HTTP/2 connections to `addr` (`host:port`), with the client
-/// library's settings.
+/// library's settings, TLS and token.
 ///
 /// # Errors
-/// [`ClientError::InvalidAddress`] or [`ClientError::Connect`].
-pub async fn connect(addr: &str, count: usize) -> Result<Vec<Channel>, BenchError> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| ClientError::InvalidAddress {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(crate::client::CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+/// [`ClientError::InvalidAddress`], [`ClientError::Options`] or
+/// [`ClientError::Connect`].
+pub async fn connect(
+    addr: &str,
+    count: usize,
+    options: &ConnectOptions,
+) -> Result<Vec<Connection>, BenchError> {
     let mut channels = Vec::with_capacity(count.max(1));
     for _ in 0..count.max(1) {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
-        channels.push(channel);
+        channels.push(crate::client::connect::connect(addr, options).await?);
     }
     Ok(channels)
 }
@@ -164,11 +144,11 @@ fn produce_request(topic: &str, partition: u32, acks: Acks, payload: Bytes) -> P
 /// A `strata.v1.Log` client that sends pre-encoded produce requests.
 #[derive(Debug, Clone)]
 struct RawLog {
-    grpc: tonic::client::Grpc<Channel>,
+    grpc: tonic::client::Grpc<Connection>,
 }
 
 impl RawLog {
-    fn new(channel: Channel) -> Self {
+    fn new(channel: Connection) -> Self {
         RawLog {
             grpc: tonic::client::Grpc::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -191,7 +171,7 @@ impl RawLog {
     }
 }
 
-fn log_client(channel: &Channel) -> LogClient<Channel> {
+fn log_client(channel: &Connection) -> LogClient<Connection> {
     LogClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -255,7 +235,7 @@ pub struct ProduceSpec {
 /// # Errors
 /// The first failed request.
 pub async fn produce(
-    channels: &[Channel],
+    channels: &[Connection],
     spec: &ProduceSpec,
     progress: &Arc<Progress>,
 ) -> Result<RunFigures, BenchError> {
@@ -396,7 +376,7 @@ fn count_response(response: &FetchResponse, offset: &mut u64) -> (u64, u64) {
 /// # Errors
 /// A failed call, or a partition that stops short of its end.
 pub async fn consume(
-    channels: &[Channel],
+    channels: &[Connection],
     spec: &ConsumeSpec,
     progress: &Arc<Progress>,
 ) -> Result<RunFigures, BenchError> {
@@ -585,7 +565,7 @@ impl Tail {
 /// A failed call, a subscription that ends, or records not delivered
 /// within 10 s of the last produce.
 pub async fn end_to_end(
-    channels: &[Channel],
+    channels: &[Connection],
     spec: &E2eSpec,
     progress: &Arc<Progress>,
 ) -> Result<RunFigures, BenchError> {
@@ -866,7 +846,7 @@ impl GroupState {
 /// One group member: a `Consume` stream read until the group has read
 /// everything (or, for the leaver, until half of it).
 async fn member(
-    channel: Channel,
+    channel: Connection,
     spec: Arc<GroupSpec>,
     state: Arc<GroupState>,
     progress: Arc<Progress>,
@@ -973,7 +953,7 @@ async fn member(
 /// # Errors
 /// A failed call or a stream the broker ended early.
 pub async fn group(
-    channels: &[Channel],
+    channels: &[Connection],
     spec: &GroupSpec,
     progress: &Arc<Progress>,
 ) -> Result<(RunFigures, Vec<String>), BenchError> {

@@ -11,11 +11,13 @@
 //! | [`group`]              | `strata group ...`: consumer-group administration  |
 //! | [`format`](mod@format) | JSON escaping, base64, tables                      |
 //! | [`time`]               | timestamps: epoch ms or RFC 3339                   |
+//! | [`auth`]               | `strata auth ...`: token hashes for the auth file  |
 //!
 //! Errors surface as one [`CliError`] whose `Display` is a single line;
 //! `main` prints it as `error: ...` and exits with status 1. Usage errors are
 //! clap's (status 2).
 
+pub mod auth;
 pub mod consume;
 pub mod format;
 pub mod group;
@@ -27,11 +29,12 @@ pub mod topic;
 pub mod verify;
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::ServeError;
-use crate::client::{Client, ClientError, DEFAULT_BROKER};
+use crate::client::{Client, ClientError, ClientTls, ConnectOptions, DEFAULT_BROKER};
 use crate::config::ConfigError;
 
 /// Strata: an append-only, partitioned log broker.
@@ -66,6 +69,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Check every stored batch's CRC offline (the broker must be stopped).
     Verify(verify::VerifyArgs),
+    /// Make tokens and their hashes for the broker's auth file.
+    Auth(auth::AuthArgs),
 }
 
 /// Where the broker is, for every client command.
@@ -80,15 +85,68 @@ pub struct BrokerArgs {
         default_value = DEFAULT_BROKER
     )]
     pub broker: String,
+    /// TLS and token.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 impl BrokerArgs {
     /// Connects to the broker.
     ///
     /// # Errors
-    /// [`ClientError::InvalidAddress`] or [`ClientError::Connect`].
+    /// [`ClientError::InvalidAddress`], [`ClientError::Options`] or
+    /// [`ClientError::Connect`].
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect(&self.broker).await
+        Client::connect_with(&self.broker, &self.connect.options()).await
+    }
+}
+
+/// How client commands authenticate the broker and themselves.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectArgs {
+    /// CA certificate (PEM) that signed the broker's certificate; turns TLS
+    /// on (a bare host:port then means https://host:port).
+    #[arg(long, global = true, value_name = "FILE", env = "STRATA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "STRATA_CLIENT_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "STRATA_CLIENT_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token for brokers with authentication on.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "STRATA_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The client library's options.
+    pub fn options(&self) -> ConnectOptions {
+        let any_tls = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some();
+        ConnectOptions {
+            tls: any_tls.then(|| ClientTls {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            }),
+            token: self.token.clone(),
+        }
     }
 }
 
@@ -169,6 +227,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(args) => group::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Auth(args) => auth::run(args),
     }
 }
 

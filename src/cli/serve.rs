@@ -15,7 +15,7 @@ use clap::Args;
 use tracing_subscriber::EnvFilter;
 
 use super::CliError;
-use crate::config::{BrokerConfig, ConfigError, LogFormat};
+use crate::config::{BrokerConfig, ConfigError, LogFormat, ReflectionAccess};
 
 /// Log filter when `RUST_LOG` is unset or invalid.
 pub const DEFAULT_LOG_FILTER: &str = "info";
@@ -74,6 +74,41 @@ pub struct ServeArgs {
     /// Consumer-group settings.
     #[command(flatten)]
     pub groups: GroupArgs,
+    /// TLS and authentication.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// Flags for [`crate::config::SecuritySettings`].
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS and authentication")]
+pub struct SecurityArgs {
+    /// Server certificate chain (PEM); with --tls-key, serves TLS only
+    /// [default: none, plaintext].
+    #[arg(long, value_name = "FILE", env = "STRATA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) [default: none].
+    #[arg(long, value_name = "FILE", env = "STRATA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to; requires a
+    /// client certificate (mutual TLS) [default: none].
+    #[arg(long, value_name = "FILE", env = "STRATA_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Longest TLS handshake, ms [default: 10000].
+    #[arg(long, value_name = "MS", env = "STRATA_TLS_HANDSHAKE_TIMEOUT_MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// How often TLS and auth files are checked for changes, ms; 0 = only on
+    /// SIGHUP [default: 5000].
+    #[arg(long, value_name = "MS", env = "STRATA_RELOAD_CHECK_INTERVAL_MS")]
+    pub reload_check_interval_ms: Option<u64>,
+    /// Principals file (TOML: tokens, certificate subjects, permissions,
+    /// quotas); turns authentication on [default: none].
+    #[arg(long, value_name = "FILE", env = "STRATA_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Who may use server reflection with authentication on
+    /// [default: authenticated].
+    #[arg(long, value_name = "ACCESS", env = "STRATA_AUTH_REFLECTION")]
+    pub auth_reflection: Option<ReflectionAccess>,
 }
 
 /// Flags for [`crate::config::Limits`].
@@ -253,7 +288,23 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut g.offsets_retention_ms, &a.offsets_retention_ms);
     set(&mut g.max_groups, &a.max_groups);
     set(&mut g.max_members_per_group, &a.max_members_per_group);
+
+    let (s, a) = (&mut base.security, &args.security);
+    set_some(&mut s.tls_cert, &a.tls_cert);
+    set_some(&mut s.tls_key, &a.tls_key);
+    set_some(&mut s.tls_client_ca, &a.tls_client_ca);
+    set(&mut s.tls_handshake_timeout_ms, &a.tls_handshake_timeout_ms);
+    set(&mut s.reload_check_interval_ms, &a.reload_check_interval_ms);
+    set_some(&mut s.auth_file, &a.auth_file);
+    set(&mut s.auth_reflection, &a.auth_reflection);
     base
+}
+
+/// Like [`set`], for settings that are optional in the file too.
+fn set_some<T: Clone>(target: &mut Option<T>, value: &Option<T>) {
+    if value.is_some() {
+        target.clone_from(value);
+    }
 }
 
 fn set<T: Clone>(target: &mut T, value: &Option<T>) {
@@ -484,6 +535,15 @@ mod tests {
                 d.groups.offsets_retention_ms.to_string(),
             ),
             ("max-groups", d.groups.max_groups.to_string()),
+            (
+                "tls-handshake-timeout-ms",
+                d.security.tls_handshake_timeout_ms.to_string(),
+            ),
+            (
+                "reload-check-interval-ms",
+                d.security.reload_check_interval_ms.to_string(),
+            ),
+            ("auth-reflection", "authenticated".to_string()),
             (
                 "max-members-per-group",
                 d.groups.max_members_per_group.to_string(),

@@ -49,6 +49,13 @@ pub enum ClientError {
     /// The [`Producer`](super::Producer) stopped before the record was sent.
     #[error("the producer was closed before the record was sent")]
     ProducerClosed,
+    /// The connection options cannot be used (an unreadable TLS file, a
+    /// token that is not ASCII, TLS without a CA).
+    #[error("{reason}")]
+    Options {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -64,7 +71,26 @@ impl ClientError {
             ClientError::MissingField { .. } => tonic::Code::Internal,
             ClientError::StreamEnded { .. } => tonic::Code::Unavailable,
             ClientError::ProducerClosed => tonic::Code::Cancelled,
+            ClientError::Options { .. } => tonic::Code::InvalidArgument,
         }
+    }
+
+    /// The broker's retry hint: for `RESOURCE_EXHAUSTED` over a quota, how
+    /// long to wait before the request would be admitted (the
+    /// `retry-after-ms` metadata).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let status = self.status()?;
+        if status.code() != tonic::Code::ResourceExhausted {
+            return None;
+        }
+        let ms: u64 = status
+            .metadata()
+            .get(crate::api::status::RETRY_AFTER_MS)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(std::time::Duration::from_millis(ms))
     }
 
     /// The gRPC status, if the error came from the broker or the transport

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod assigned;
+pub mod connect;
 pub mod consumer;
 pub mod error;
 pub mod groups;
@@ -39,7 +40,8 @@ pub mod records;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::groups_client::GroupsClient;
@@ -57,6 +59,7 @@ pub use crate::proto::v1::{
     TopicPartitions, TopicSummary,
 };
 pub use assigned::{Consumer, SeekTo, TopicRecord};
+pub use connect::{BearerToken, ClientTls, ConnectOptions, Connection};
 pub use consumer::{GroupConsumer, GroupRecord};
 pub use error::ClientError;
 pub use groups::ResetTarget;
@@ -77,8 +80,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP/2 flow-control windows, matching the broker's, so that large fetches
 /// are not throttled by the protocol's 64 KiB default.
-const STREAM_WINDOW_BYTES: u32 = 4 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
 /// A connection to a Strata broker.
 ///
@@ -86,9 +89,9 @@ const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// several tasks are multiplexed over it. Every method takes `&self`.
 #[derive(Debug, Clone)]
 pub struct Client {
-    log: LogClient<Channel>,
-    admin: AdminClient<Channel>,
-    groups: GroupsClient<Channel>,
+    log: LogClient<Connection>,
+    admin: AdminClient<Connection>,
+    groups: GroupsClient<Connection>,
 }
 
 impl Client {
@@ -108,20 +111,28 @@ impl Client {
     /// [`ClientError::InvalidAddress`] if `addr` is not a valid URI authority,
     /// [`ClientError::Connect`] if the broker cannot be reached.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let endpoint = endpoint(addr)?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
-        Ok(Client::from_channel(channel))
+        Client::connect_with(addr, &ConnectOptions::default()).await
     }
 
-    /// Builds a client on an existing channel (for custom TLS, interceptors
-    /// or lazy connections).
+    /// Connects with TLS and/or a bearer token (see [`connect`](mod@connect)).
+    ///
+    /// # Errors
+    /// As [`Client::connect`], and [`ClientError::Options`] for unreadable
+    /// TLS files or inconsistent options.
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        Ok(Client::from_connection(
+            connect::connect(addr, options).await?,
+        ))
+    }
+
+    /// Builds a client on an existing channel, without a token (for custom
+    /// TLS or lazy connections).
     pub fn from_channel(channel: Channel) -> Client {
+        Client::from_connection(InterceptedService::new(channel, BearerToken::default()))
+    }
+
+    /// Builds a client on a connection made by [`connect::connect`].
+    pub fn from_connection(channel: Connection) -> Client {
         Client {
             log: LogClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -137,17 +148,17 @@ impl Client {
 
     /// The generated `strata.v1.Log` client on this connection, for requests
     /// the methods here do not cover (idempotent produce, for one).
-    pub fn log_service(&self) -> LogClient<Channel> {
+    pub fn log_service(&self) -> LogClient<Connection> {
         self.log.clone()
     }
 
     /// The generated `strata.v1.Admin` client on this connection.
-    pub fn admin_service(&self) -> AdminClient<Channel> {
+    pub fn admin_service(&self) -> AdminClient<Connection> {
         self.admin.clone()
     }
 
     /// The generated `strata.v1.Groups` client on this connection.
-    pub fn groups_service(&self) -> GroupsClient<Channel> {
+    pub fn groups_service(&self) -> GroupsClient<Connection> {
         self.groups.clone()
     }
 
@@ -370,23 +381,11 @@ impl Client {
     }
 }
 
-/// Turns `host:port` or a full URI into an endpoint with the client's
-/// connection settings.
-fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
-        addr: addr.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES))
+/// Turns `host:port` or a full URI into a plaintext endpoint with the
+/// client's connection settings.
+#[cfg(test)]
+fn endpoint(addr: &str) -> Result<tonic::transport::Endpoint, ClientError> {
+    connect::endpoint(addr, &ConnectOptions::default())
 }
 
 /// Unwraps a response field the API always sets.

@@ -30,6 +30,13 @@
 //! not block the partition. A batch that exhausts its retries fails, and so
 //! do the batches sent after it to that partition.
 //!
+//! Quotas: a batch refused with `RESOURCE_EXHAUSTED` that carries the
+//! broker's `retry-after-ms` hint (the principal is over its produce quota;
+//! nothing was stored) is resent after the hinted wait, for as long as the
+//! waits add up to at most [`ProducerConfig::quota_wait_max`] per batch;
+//! these resends do not count against `retries`. Other `RESOURCE_EXHAUSTED`
+//! answers (a full disk, a limit) fail the batch at once.
+//!
 //! With [`ProducerConfig::idempotent`] off, requests carry no sequence and
 //! one request per partition is in flight; a retry after an answer was lost
 //! can then store a batch twice (at-least-once).
@@ -84,6 +91,9 @@ pub struct ProducerConfig {
     /// Number records so the broker drops retried duplicates and keeps the
     /// order of pipelined requests. Default: on.
     pub idempotent: bool,
+    /// Longest total wait on the broker's quota retry hints for one batch,
+    /// after which its `RESOURCE_EXHAUSTED` is returned. Default: 60 s.
+    pub quota_wait_max: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -98,6 +108,7 @@ impl Default for ProducerConfig {
             queue_records: 100_000,
             max_in_flight: RECENT_BATCHES,
             idempotent: true,
+            quota_wait_max: Duration::from_secs(60),
         }
     }
 }
@@ -513,7 +524,7 @@ impl LaneSender {
                 fail_replies(batch.replies, e);
                 continue;
             }
-            if !is_retriable(&error) {
+            if !is_retriable(&error) && error.retry_after().is_none() {
                 // Refused for good (nothing stored): later batches must not
                 // wait for its sequence numbers.
                 fail_replies(batch.replies, &error);
@@ -532,7 +543,26 @@ impl LaneSender {
             }
             let mut error = error;
             let mut backoff = self.config.retry_backoff;
+            let mut quota_waited = Duration::ZERO;
             loop {
+                // Over quota: nothing was stored; wait as the broker says.
+                if let Some(wait) = error
+                    .retry_after()
+                    .filter(|wait| quota_waited + *wait <= self.config.quota_wait_max)
+                {
+                    quota_waited += wait;
+                    tokio::time::sleep(wait).await;
+                    let (sent, result) = send_once(self.client.clone(), batch).await;
+                    batch = sent;
+                    match result {
+                        Ok(base) => {
+                            answer(batch.replies, self.partition, base);
+                            break;
+                        }
+                        Err(e) => error = e,
+                    }
+                    continue;
+                }
                 if !is_retriable(&error) || batch.attempts > self.config.retries {
                     // Whether it was stored is unknown after a lost answer,
                     // so the batches behind it fail too rather than risk a
