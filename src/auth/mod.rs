@@ -38,7 +38,7 @@ pub enum AccessError {
         cert_seen: bool,
     },
     /// The principal lacks the permission.
-    #[error("principal '{principal}' may not {action} {kind} '{resource}' (needs permission {action}:{resource} or a glob matching it)")]
+    #[error("principal '{principal}' may not {} {kind} '{resource}': it needs a permission matching {action}:{resource}", .action.verb())]
     Denied {
         /// The principal.
         principal: String,
@@ -318,7 +318,10 @@ mod tests {
         assert!(r.by_cert_subject("other").is_none());
         assert!(p.check(Action::Produce, "orders").is_ok());
         let e = p.check(Action::Produce, "logs.x").unwrap_err().to_string();
-        assert!(e.contains("may not produce topic 'logs.x'"), "{e}");
+        assert!(
+            e.contains("may not produce to topic 'logs.x': it needs a permission matching produce:logs.x"),
+            "{e}"
+        );
         assert!(p.check_describe("logs.x").is_ok());
         assert!(p.check_describe("secret").is_err());
         assert!(!p.allows(Action::Group, "orders"));

@@ -47,6 +47,16 @@ impl Action {
         }
     }
 
+    /// What the action does to its resource, for messages ("produce to").
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Produce => "produce to",
+            Action::Consume => "consume from",
+            Action::Admin => "administer",
+            Action::Group => "use",
+        }
+    }
+
     /// Whether the action is about topics (rather than groups).
     pub fn on_topics(self) -> bool {
         self != Action::Group

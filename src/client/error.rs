@@ -137,7 +137,16 @@ fn status_line(status: &tonic::Status) -> String {
     } else {
         message
     };
-    let line = format!("{}: {}", code_name(status.code()), message);
+    let mut line = format!("{}: {}", code_name(status.code()), message);
+    // Transport failures (a refused TLS handshake, a dropped connection)
+    // carry their real cause as the status's source.
+    if let Some(source) = StdError::source(status) {
+        let cause = cause_chain(source);
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
     line.replace(['\n', '\r'], " ")
 }
 
