@@ -319,7 +319,9 @@ mod tests {
         assert!(p.check(Action::Produce, "orders").is_ok());
         let e = p.check(Action::Produce, "logs.x").unwrap_err().to_string();
         assert!(
-            e.contains("may not produce to topic 'logs.x': it needs a permission matching produce:logs.x"),
+            e.contains(
+                "may not produce to topic 'logs.x': it needs a permission matching produce:logs.x"
+            ),
             "{e}"
         );
         assert!(p.check_describe("logs.x").is_ok());

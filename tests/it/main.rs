@@ -15,6 +15,7 @@ mod log_api;
 mod malformed;
 mod metrics;
 mod producer;
+mod security;
 mod soak;
 mod storage_basic;
 mod storage_crash;
