@@ -956,3 +956,65 @@ async fn quotas_refuse_with_a_retry_hint_and_append_nothing() {
     assert!(e.message().contains("fetch quota"), "{e:?}");
     assert!(e.metadata().get("retry-after-ms").is_some());
 }
+
+#[tokio::test]
+async fn the_producer_waits_out_quota_hints_and_stores_everything_once() {
+    use strata::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    // 4 KiB/s with 2 KiB records sent one per request: the first fits the
+    // burst, most of the rest are refused with hints and must be resent.
+    let auth = write_auth_file(
+        dir.path(),
+        &format!(
+            "[[principal]]\nname = \"app\"\ntoken_sha256 = \"{}\"\npermissions = [\"produce:t\", \"consume:t\"]\nproduce_bytes_per_sec = 4096\n",
+            hash("app-token")
+        ),
+    );
+    let b = BrokerProcess::start_with(&["--auth-file", arg(&auth)]);
+    AdminClient::new(connection(&b.addr, Some(ADMIN_TOKEN)).await)
+        .create_topic(CreateTopicRequest {
+            name: "t".into(),
+            partitions: 1,
+            config: None,
+        })
+        .await
+        .unwrap();
+    let client = strata::client::Client::connect_with(
+        &b.addr,
+        &ConnectOptions {
+            tls: None,
+            token: Some("app-token".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_records: 1,
+            ..Default::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..6u8 {
+        let value = vec![b'0' + i; 2048];
+        deliveries.push(
+            producer
+                .send_to("t", Some(0), record(&value))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut offsets = Vec::new();
+    for d in deliveries {
+        offsets.push(d.wait().await.unwrap().offset);
+    }
+    producer.close().await;
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5], "in order, each once");
+    let fetched = client.fetch("t", 0, 0, 0, 0).await.unwrap();
+    let values: Vec<u8> = strata::client::ConsumedRecord::from_response(0, fetched)
+        .into_iter()
+        .map(|r| r.value[0])
+        .collect();
+    assert_eq!(values, b"012345".to_vec());
+}
