@@ -53,7 +53,7 @@ async fn http_get(addr: &str, path: &str) -> (u16, String, String) {
 
 /// Scrapes `/metrics`, checks the exposition, and returns every sample by
 /// its `name{labels}` as written.
-async fn scrape(b: &BrokerProcess) -> HashMap<String, f64> {
+pub async fn scrape(b: &BrokerProcess) -> HashMap<String, f64> {
     let addr = b
         .metrics_addr
         .as_deref()

@@ -649,7 +649,8 @@ async fn snapshot(admin_conn: &Connection) -> String {
 async fn every_rpc_checks_credentials_then_permissions_with_no_side_effect() {
     let dir = tempfile::tempdir().unwrap();
     let auth = write_auth_file(dir.path(), "");
-    let b = BrokerProcess::start_with(&["--auth-file", arg(&auth)]);
+    let b =
+        BrokerProcess::start_with(&["--auth-file", arg(&auth), "--metrics-listen", "127.0.0.1:0"]);
     let admin = connection(&b.addr, Some(ADMIN_TOKEN)).await;
     let mut a = AdminClient::new(admin.clone());
     a.create_topic(CreateTopicRequest {
@@ -694,6 +695,12 @@ async fn every_rpc_checks_credentials_then_permissions_with_no_side_effect() {
         snapshot(&admin).await,
         before,
         "a refused request changed something"
+    );
+    let failures = crate::metrics::scrape(&b).await["strata_auth_failures_total"];
+    assert_eq!(
+        failures,
+        2.0 * ALL_RPCS.len() as f64,
+        "each refusal counted once"
     );
 
     // The same calls with the permissions, in an order where each can succeed.
