@@ -617,12 +617,14 @@ async fn send_once(client: Client, batch: SentBatch) -> Outcome {
 
 /// Errors after which resending the same batch can succeed: the broker is
 /// unreachable or restarting, the connection broke mid-call (tonic reports
-/// that as `UNKNOWN` with the transport error as its source), or the batch
-/// waited for a predecessor that failed (`ABORTED`).
+/// that as `UNKNOWN`, or as `CANCELLED` when the connection closed before
+/// the call was answered, with the transport error as its source), or the
+/// batch waited for a predecessor that failed (`ABORTED`). A `CANCELLED`
+/// without a transport source is the caller's own cancellation.
 fn is_retriable(e: &ClientError) -> bool {
     match e.code() {
         tonic::Code::Unavailable | tonic::Code::Aborted => true,
-        tonic::Code::Unknown => e
+        tonic::Code::Unknown | tonic::Code::Cancelled => e
             .status()
             .is_some_and(|s| std::error::Error::source(s).is_some()),
         _ => false,
