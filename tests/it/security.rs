@@ -1025,3 +1025,47 @@ async fn the_producer_waits_out_quota_hints_and_stores_everything_once() {
         .collect();
     assert_eq!(values, b"012345".to_vec());
 }
+
+#[tokio::test]
+async fn the_auth_file_reloads_on_sighup_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let auth = write_auth_file(dir.path(), "");
+    let b = LoggingBroker::start(
+        data.path(),
+        &["--auth-file", arg(&auth), "--reload-check-interval-ms", "0"],
+    );
+    let names = |token: &'static str| {
+        let addr = b.addr.clone();
+        async move {
+            let options = ConnectOptions {
+                tls: None,
+                token: Some(token.into()),
+            };
+            list_topics(&addr, &options).await
+        }
+    };
+    assert!(names("new-token")
+        .await
+        .unwrap_err()
+        .starts_with("UNAUTHENTICATED"));
+    write_auth_file(
+        dir.path(),
+        &format!(
+            "[[principal]]\nname = \"new\"\ntoken_sha256 = \"{}\"\npermissions = []\n",
+            hash("new-token")
+        ),
+    );
+    b.signal(libc::SIGHUP);
+    b.wait_for_log("auth file reloaded");
+    assert_eq!(names("new-token").await.unwrap(), Vec::<String>::new());
+
+    std::fs::write(&auth, "[[principal]]\nname = \"broken\"\n").unwrap();
+    b.signal(libc::SIGHUP);
+    b.wait_for_log("auth file reload failed");
+    assert!(
+        names("new-token").await.is_ok(),
+        "the previous principals stay"
+    );
+    assert!(names(ADMIN_TOKEN).await.is_ok());
+}
