@@ -238,6 +238,35 @@ async fn tls_refuses_plaintext_and_serves_clients_with_the_ca() {
 }
 
 #[tokio::test]
+async fn a_stalled_handshake_delays_nobody_and_times_out() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_pem = ca.write(dir.path(), "ca");
+    let (cert, key) = ca.server(dir.path(), "server");
+    let b = BrokerProcess::start_with(&[
+        "--tls-cert",
+        arg(&cert),
+        "--tls-key",
+        arg(&key),
+        "--tls-handshake-timeout-ms",
+        "200",
+    ]);
+    // A client that connects and never says hello.
+    let mut stalled = tokio::net::TcpStream::connect(&b.addr).await.unwrap();
+    // Others are served meanwhile.
+    assert!(list_topics(&b.addr, &tls(&ca_pem, None, None))
+        .await
+        .is_ok());
+    // The broker gives up on the silent one: it closes the connection.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, stalled.read(&mut buf))
+        .await
+        .expect("the broker closes a stalled handshake");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
 async fn mtls_requires_a_client_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
