@@ -15,7 +15,6 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -39,12 +38,6 @@ pub struct MappedFile {
     allocated: AtomicU64,
     /// Reservation granularity in bytes; 0 for read-only maps.
     chunk: u64,
-    /// `[start, end)` of the range whose page-table entries the prewarmer
-    /// has populated writable, packed `start << 32 | end` (positions fit
-    /// 32 bits: a segment is at most `u32::MAX` bytes). Stores there do not
-    /// fault. Only a hint: the kernel may write-protect or drop entries
-    /// again (write-back, reclaim), which makes a store fault, never fail.
-    populated: AtomicU64,
 }
 
 impl MappedFile {
@@ -90,7 +83,6 @@ impl MappedFile {
             capacity,
             allocated: AtomicU64::new(len),
             chunk: chunk.max(4096),
-            populated: AtomicU64::new(0),
         })
     }
 
@@ -122,7 +114,6 @@ impl MappedFile {
             capacity: len,
             allocated: AtomicU64::new(len),
             chunk: 0,
-            populated: AtomicU64::new(0),
         })
     }
 
@@ -148,27 +139,9 @@ impl MappedFile {
     /// [`StorageError::DiskFull`] when the blocks cannot be reserved; nothing
     /// was written and the file is unchanged in what it holds.
     pub fn reserve(&self, end: u64) -> Result<()> {
-        self.reserve_inner(end).map(drop)
-    }
-
-    /// As [`MappedFile::reserve`], and has the background prewarmer
-    /// populate the chunk reserved ahead (see [`super::prewarm`]), so the
-    /// writer's later stores into it run at memory speed.
-    ///
-    /// # Errors
-    /// As [`MappedFile::reserve`].
-    pub fn reserve_and_prewarm(self: &Arc<Self>, end: u64) -> Result<()> {
-        if let Some((from, to)) = self.reserve_inner(end)? {
-            super::prewarm::request(Arc::downgrade(self), from, to - from);
-        }
-        Ok(())
-    }
-
-    /// Reserves `[0, end)`; returns the range reserved ahead, if any.
-    fn reserve_inner(&self, end: u64) -> Result<Option<(u64, u64)>> {
         let allocated = self.allocated();
         if end <= allocated {
-            return Ok(None);
+            return Ok(());
         }
         debug_assert!(end <= self.capacity, "reserve past the mapped capacity");
         let target = end
@@ -177,12 +150,19 @@ impl MappedFile {
             .min(self.capacity);
         self.with_fd(|f| fs::preallocate(f, allocated, target - allocated))?;
         self.allocated.store(target, Ordering::Relaxed);
-        Ok(self.reserve_ahead(target))
+        if let (Some((from, to)), Some(file)) = (self.reserve_ahead(target), &self.file) {
+            // Copying into cached pages is about twice as fast on ext4 as
+            // copying into pages the kernel allocates on the spot.
+            if let Ok(dup) = file.try_clone() {
+                super::prewarm::request(dup, from, to - from);
+            }
+        }
+        Ok(())
     }
 
     /// Best effort: reserves one more chunk past `from` (for files that keep
     /// their descriptor: `.log` files), so the prewarmer can prepare it
-    /// before the writer gets there. Only once the file holds more than one
+    /// before the writer gets there (see [`super::prewarm`]). Only once the file holds more than one
     /// chunk: a quiet partition (most of 10,000) keeps one chunk of disk and
     /// no prepared pages. A failure here (a nearly full disk) is ignored:
     /// the next [`MappedFile::reserve`] reports it when it matters.
@@ -197,69 +177,6 @@ impl MappedFile {
         }
         self.allocated.store(ahead, Ordering::Relaxed);
         Some((from, ahead))
-    }
-
-    /// Prefaults the page-table entries of `[from, from + len)` writable
-    /// (`MADV_POPULATE_WRITE`): the kernel allocates and maps the pages as a
-    /// store would, without changing a byte. Called by the prewarmer only,
-    /// on reserved ranges the writer has not reached. A range outside the
-    /// reserved part is left alone.
-    ///
-    /// # Errors
-    /// The advice's error (`EINVAL` where the kernel does not support it).
-    pub fn populate_writable(&self, from: u64, len: u64) -> std::io::Result<()> {
-        let Some(map) = &self.map else { return Ok(()) };
-        if self.chunk == 0 || from + len > self.allocated() || from + len > u64::from(u32::MAX) {
-            return Ok(());
-        }
-        // SAFETY: the range lies inside the mapping and inside the reserved
-        // (fallocated) part of the file, so populating it cannot fault past
-        // the end of the file or need a block that is not reserved; the
-        // advice only fills page tables and leaves the contents unchanged,
-        // so concurrent readers and the writer see no difference.
-        let ok = unsafe {
-            libc::madvise(
-                map.as_mut_ptr().add(from as usize).cast(),
-                len as usize,
-                libc::MADV_POPULATE_WRITE,
-            ) == 0
-        };
-        if !ok {
-            return Err(std::io::Error::last_os_error());
-        }
-        {
-            let (start, end) = unpack(self.populated.load(Ordering::Acquire));
-            let (from32, to32) = (from as u32, (from + len) as u32);
-            let next = if from32 >= start && from32 <= end {
-                pack(start, end.max(to32))
-            } else {
-                pack(from32, to32)
-            };
-            self.populated.store(next, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    /// Whether `[from, to)` was populated writable by the prewarmer.
-    pub fn is_populated(&self, from: u64, to: u64) -> bool {
-        let (start, end) = unpack(self.populated.load(Ordering::Acquire));
-        from >= u64::from(start) && to <= u64::from(end)
-    }
-
-    /// Reads `[from, from + len)` through the descriptor (a fallback
-    /// prewarm where `MADV_POPULATE_WRITE` is not supported): the writer then
-    /// at least copies into cached pages.
-    pub fn read_ahead(&self, from: u64, len: u64, buf: &mut [u8]) {
-        use std::os::unix::fs::FileExt;
-        let Some(file) = &self.file else { return };
-        let mut at = 0u64;
-        while at < len {
-            let n = (len - at).min(buf.len() as u64) as usize;
-            if file.read_at(&mut buf[..n], from + at).unwrap_or(0) == 0 {
-                break;
-            }
-            at += n as u64;
-        }
     }
 
     /// Writes `head` then `pieces`, one after another, into the file at `position` with
@@ -500,48 +417,25 @@ impl MappedFile {
     }
 }
 
-fn pack(start: u32, end: u32) -> u64 {
-    (u64::from(start) << 32) | u64::from(end)
-}
-
-fn unpack(v: u64) -> (u32, u32) {
-    ((v >> 32) as u32, v as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn populated_ranges_are_tracked_and_stores_reach_the_file() {
+    fn a_chunk_is_reserved_ahead_only_after_the_first() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         let file = MappedFile::create(&path, 1 << 20, 64 * 1024).expect("create");
         file.reserve(100).expect("reserve");
-        // The first chunk has no chunk reserved ahead; later ones do.
+        // The first chunk has no chunk reserved ahead: a quiet partition
+        // keeps one chunk of disk.
         assert_eq!(file.allocated(), 64 * 1024);
         file.reserve(70 * 1024).expect("reserve");
         assert_eq!(file.allocated(), 192 * 1024);
-        assert!(!file.is_populated(0, 10));
-        file.populate_writable(64 * 1024, 64 * 1024)
-            .expect("populate");
-        assert!(file.is_populated(64 * 1024, 128 * 1024));
-        assert!(!file.is_populated(0, 64 * 1024 + 1));
-        // Contiguous growth extends the range; a gap starts a new one.
-        file.populate_writable(128 * 1024, 64 * 1024)
-            .expect("populate");
-        assert!(file.is_populated(64 * 1024, 192 * 1024));
-        file.populate_writable(0, 4096).expect("populate");
-        assert!(file.is_populated(0, 4096) && !file.is_populated(64 * 1024, 65 * 1024));
-        // Beyond the reserved part: left alone.
-        file.populate_writable(900 * 1024, 4096)
-            .expect("nothing to do");
-        assert!(!file.is_populated(900 * 1024, 904 * 1024));
-        // Populating changed no byte; stores through the map reach the file.
         file.write(70_000, b"hello");
         let on_disk = std::fs::read(&path).expect("read");
+        assert_eq!(on_disk.len(), 192 * 1024);
         assert!(on_disk[..70_000].iter().all(|&b| b == 0));
         assert_eq!(&on_disk[70_000..70_005], b"hello");
-        assert!(on_disk[70_005..].iter().all(|&b| b == 0));
     }
 }

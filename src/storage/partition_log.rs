@@ -411,7 +411,7 @@ impl PartitionLog {
         let end = position + frame_len;
         let active = w.active.clone();
         // Reserve everything first: a full disk must fail before any byte moves.
-        active.log.reserve_and_prewarm(end)?;
+        active.log.reserve(end)?;
         let interval = w.config.effective_index_interval();
         let header_probe = super::frame::FrameHeader {
             base_offset,
@@ -432,20 +432,9 @@ impl PartitionLog {
                 .reserve(active.time_index.valid_bytes() + 12)?;
         }
         let header = encode_header(meta, base_offset, payload);
-        if active.log.is_populated(position, end) {
-            // The prewarmer mapped these pages writable: plain stores, no
-            // fault, no syscall.
-            active.log.write(position, &header);
-            let mut at = position + header.len() as u64;
-            for piece in payload {
-                active.log.write(at, piece);
-                at += piece.len() as u64;
-            }
-        } else {
-            // An I/O error here leaves nothing published: the next append
-            // overwrites the same unpublished range.
-            active.log.write_vectored(position, &header, payload)?;
-        }
+        // An I/O error here leaves nothing published: the next append
+        // overwrites the same unpublished range.
+        active.log.write_vectored(position, &header, payload)?;
         if let Some((o, t)) = entries {
             active.index.push(&encode_offset_entry(o))?;
             active.time_index.push(&encode_time_entry(t))?;
