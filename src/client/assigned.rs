@@ -201,18 +201,7 @@ impl Consumer {
             let Some(m) = &self.membership else {
                 return Ok(());
             };
-            let offsets: Vec<PartitionOffset> = keys
-                .iter()
-                .filter(|k| m.owned.contains(*k))
-                .filter_map(|k| {
-                    self.assigned.get(k).map(|a| PartitionOffset {
-                        topic: k.0.clone(),
-                        partition: k.1,
-                        offset: a.position,
-                        metadata: String::new(),
-                    })
-                })
-                .collect();
+            let offsets = self.positions(keys.iter().filter(|k| m.owned.contains(*k)));
             if offsets.is_empty() {
                 return Ok(());
             }
@@ -233,6 +222,19 @@ impl Consumer {
             }
         }
         Ok(())
+    }
+
+    /// The positions of those of `keys` that are assigned, to commit.
+    fn positions<'a>(&self, keys: impl Iterator<Item = &'a (String, u32)>) -> Vec<PartitionOffset> {
+        keys.filter_map(|k| {
+            self.assigned.get(k).map(|a| PartitionOffset {
+                topic: k.0.clone(),
+                partition: k.1,
+                offset: a.position,
+                metadata: String::new(),
+            })
+        })
+        .collect()
     }
 
     /// Commits what was handed out and leaves the group; the consumer then
@@ -296,18 +298,7 @@ impl Consumer {
         if !change.revoked.is_empty() {
             // Commit with the epoch of the heartbeat that revoked them: the
             // broker accepts commits of partitions being released.
-            let offsets: Vec<PartitionOffset> = change
-                .revoked
-                .iter()
-                .filter_map(|k| {
-                    self.assigned.get(k).map(|a| PartitionOffset {
-                        topic: k.0.clone(),
-                        partition: k.1,
-                        offset: a.position,
-                        metadata: String::new(),
-                    })
-                })
-                .collect();
+            let offsets = self.positions(change.revoked.iter());
             if !offsets.is_empty() {
                 if let Err(e) = self
                     .client
