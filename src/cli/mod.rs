@@ -101,8 +101,9 @@ impl BrokerArgs {
     }
 }
 
-/// How client commands authenticate the broker and themselves.
-#[derive(Debug, Clone, Default, Args)]
+/// How client commands authenticate the broker and themselves. `Debug`
+/// does not show the token.
+#[derive(Clone, Default, Args)]
 pub struct ConnectArgs {
     /// CA certificate (PEM) that signed the broker's certificate; turns TLS
     /// on (a bare host:port then means https://host:port).
@@ -133,6 +134,17 @@ pub struct ConnectArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectArgs")
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ConnectArgs {

@@ -46,8 +46,9 @@ pub struct ClientTls {
     pub key: Option<PathBuf>,
 }
 
-/// Everything about connecting besides the address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Everything about connecting besides the address. `Debug` does not show
+/// the token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// TLS settings; `None` with an `https://` address is an error (no CA).
     pub tls: Option<ClientTls>,
@@ -55,10 +56,27 @@ pub struct ConnectOptions {
     pub token: Option<String>,
 }
 
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// Adds `authorization: Bearer TOKEN` to every request (nothing without a
-/// token).
-#[derive(Debug, Clone, Default)]
+/// token). The header is marked sensitive (never HPACK-indexed) and `Debug`
+/// does not show it.
+#[derive(Clone, Default)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.0.as_ref().map(|_| "<redacted>");
+        f.debug_tuple("BearerToken").field(&shown).finish()
+    }
+}
 
 impl BearerToken {
     /// A token interceptor.
@@ -75,11 +93,12 @@ impl BearerToken {
                 reason: "the token must be printable ASCII without spaces".into(),
             });
         }
-        let value = format!("Bearer {token}")
+        let mut value = format!("Bearer {token}")
             .parse::<MetadataValue<Ascii>>()
             .map_err(|_| ClientError::Options {
                 reason: "the token must be printable ASCII".into(),
             })?;
+        value.set_sensitive(true);
         Ok(BearerToken(Some(value)))
     }
 }
@@ -214,5 +233,17 @@ mod tests {
         assert!(BearerToken::new(Some("ä")).is_err());
         assert!(BearerToken::new(Some("a b")).is_err());
         assert!(BearerToken::new(Some("")).is_err());
+        let shown = format!(
+            "{:?} {:?}",
+            BearerToken::new(Some("s3cret")).unwrap(),
+            ConnectOptions {
+                tls: None,
+                token: Some("s3cret".into())
+            }
+        );
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }
