@@ -4,7 +4,7 @@
 //!
 //! | module         | job                                                     |
 //! |----------------|---------------------------------------------------------|
-//! | [`file`]       | the `--auth-file` TOML format and its validation        |
+//! | [`file`](mod@file) | the `--auth-file` TOML format and its validation  |
 //! | [`permission`] | `action:glob` permissions and the glob matcher          |
 //! | [`token`]      | SHA-256 of tokens, constant-time compare, new tokens    |
 //! | [`quota`]      | the token bucket behind produce and fetch quotas        |
