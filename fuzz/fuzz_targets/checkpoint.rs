@@ -7,7 +7,9 @@ use strata::storage::checkpoint::Checkpoint;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(c) = Checkpoint::decode(data) {
-        assert_eq!(&c.encode()[..], data, "a decoded checkpoint re-encodes");
+        // Version 1 files decode too and re-encode as version 2: compare
+        // the values, not the bytes.
+        assert_eq!(Checkpoint::decode(&c.encode()), Some(c), "round trip");
     }
     if let Some((c, table)) = Checkpoint::decode_with(data, 64) {
         assert_eq!(

@@ -179,12 +179,12 @@ mod tests {
         }
 
         /// Arbitrary bytes (every length around the real one) decode to
-        /// `None` or a checkpoint that encodes back to the same bytes; never
-        /// a panic.
+        /// `None` or a checkpoint that round-trips; never a panic.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Some(c) = Checkpoint::decode(&bytes) {
-                prop_assert_eq!(&c.encode()[..], &bytes[..]);
+                // A version 1 file re-encodes as version 2: compare values.
+                prop_assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
             }
         }
 
