@@ -127,6 +127,8 @@ async fn every_limit_allows_its_value_and_refuses_one_more_without_side_effects(
         "2",
         "--max-members-per-group",
         "2",
+        "--max-wait-ms",
+        "100",
     ]);
     let channel = b.channel().await;
     let mut admin = AdminClient::new(channel.clone());
@@ -228,9 +230,35 @@ async fn every_limit_allows_its_value_and_refuses_one_more_without_side_effects(
         "65536",
     );
 
+    // Long-poll wait: asking for 1000 s at the log end is clamped to the
+    // configured 100 ms, so the fetch answers (empty) instead of hanging.
+    let mut at_end = fetch(0);
+    at_end.offset = 21;
+    at_end.max_wait_ms = 1_000_000;
+    let got = tokio::time::timeout(PATIENCE, log.fetch(at_end))
+        .await
+        .expect("the wait is clamped to limits.max_wait_ms")
+        .unwrap()
+        .into_inner();
+    assert!(got.batches.is_empty());
+
+    // Session timeout: 100 ms is the smallest allowed, 99 is refused (and
+    // creates no group). The 100 ms member is g2's only one: its expiry
+    // changes nothing below (an empty group is still listed).
+    let mut short = join("g2");
+    short.session_timeout_ms = 99;
+    refused(
+        groups.heartbeat(short).await,
+        Code::InvalidArgument,
+        "session_timeout_ms",
+        "100..=300000",
+    );
+    let mut shortest = join("g2");
+    shortest.session_timeout_ms = 100;
+
     // Groups: 2, then a third; members per group: 2, then a third.
+    groups.heartbeat(shortest).await.unwrap();
     groups.heartbeat(join("g1")).await.unwrap();
-    groups.heartbeat(join("g2")).await.unwrap();
     refused(
         groups.heartbeat(join("g3")).await,
         Code::ResourceExhausted,
