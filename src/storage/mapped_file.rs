@@ -179,6 +179,32 @@ impl MappedFile {
         Some((from, ahead))
     }
 
+    /// Where the file's data ends when everything after that point is
+    /// provably unwritten: the first hole (`lseek(SEEK_HOLE)`) when no data
+    /// follows it (`lseek(SEEK_DATA)` finds none). Pre-allocated blocks never
+    /// written read as zeros and count as a hole on ext4 and XFS (pages
+    /// written but not yet on disk count as data). `None` when that cannot
+    /// be shown (no descriptor, no support, data after a hole): then every
+    /// byte must be read. Recovery uses it to skip the zero-filled reserved
+    /// tail without reading it, which is what keeps a restart of 10,000
+    /// partitions after `kill -9` fast.
+    pub fn unwritten_tail_start(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_ref()?.as_raw_fd();
+        let allocated = self.allocated() as libc::off_t;
+        // SAFETY: lseek only reads its integer arguments; the descriptor is
+        // owned by `self.file` and stays open for the call.
+        let hole = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+        if hole < 0 || hole >= allocated {
+            return None;
+        }
+        // SAFETY: as above.
+        let data = unsafe { libc::lseek(fd, hole, libc::SEEK_DATA) };
+        let no_data_after =
+            data < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+        no_data_after.then_some(hole as u64)
+    }
+
     /// Writes `head` then `pieces`, one after another, into the file at `position` with
     /// `pwritev(2)`: the same single copy into the page cache as a store
     /// through the map, but without one page fault per 4 KiB page on fresh
@@ -437,5 +463,26 @@ mod tests {
         assert_eq!(on_disk.len(), 192 * 1024);
         assert!(on_disk[..70_000].iter().all(|&b| b == 0));
         assert_eq!(&on_disk[70_000..70_005], b"hello");
+    }
+
+    #[test]
+    fn the_unwritten_tail_is_found_only_when_nothing_follows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // One chunk: no chunk ahead, so the prewarmer caches nothing here
+        // (cached pages of unwritten blocks count as data).
+        let file = MappedFile::create(&dir.path().join("f"), 1 << 20, 256 * 1024).expect("create");
+        file.reserve(200 * 1024).expect("reserve");
+        assert_eq!(file.allocated(), 256 * 1024);
+        file.write_vectored(0, b"frame", &[&[7u8; 100]])
+            .expect("write");
+        // Where holes are supported (ext4, XFS, not tmpfs), the tail starts
+        // after the written block.
+        if let Some(start) = file.unwritten_tail_start() {
+            assert!((105..file.allocated()).contains(&start), "{start}");
+        }
+        // Data after a hole: nothing may be skipped.
+        file.write_vectored(150 * 1024, b"later", &[])
+            .expect("write");
+        assert_eq!(file.unwritten_tail_start(), None);
     }
 }

@@ -87,7 +87,11 @@ pub fn recover_active(
         config.preallocate_chunk_bytes,
     )?;
     let allocated = log.allocated();
-    let bytes = log.slice(0, allocated as usize);
+    // Past the first hole with no data after it, the reserved tail is known
+    // to be zeros without reading it (a kill -9 of a broker with thousands
+    // of partitions would otherwise read 1 MiB of zeros per partition).
+    let readable = log.unwritten_tail_start().unwrap_or(allocated);
+    let bytes = log.slice(0, readable as usize);
     let mut report = RecoveryReport::default();
 
     // 1. Where can the scan start?
