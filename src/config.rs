@@ -139,7 +139,8 @@ impl Default for GroupSettings {
     }
 }
 
-/// Who may reach the reflection service when authentication is on.
+/// Who may reach the reflection service (`auth_reflection`) or the metrics
+/// endpoint (`auth_metrics`) when authentication is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ReflectionAccess {
@@ -176,6 +177,10 @@ pub struct SecuritySettings {
     /// Who may use server reflection when authentication is on.
     /// Default: authenticated.
     pub auth_reflection: ReflectionAccess,
+    /// Who may scrape the metrics endpoint when authentication is on
+    /// (`authenticated`: any principal's bearer token). Default:
+    /// authenticated.
+    pub auth_metrics: ReflectionAccess,
 }
 
 impl Default for SecuritySettings {
@@ -188,6 +193,7 @@ impl Default for SecuritySettings {
             reload_check_interval_ms: 5_000,
             auth_file: None,
             auth_reflection: ReflectionAccess::Authenticated,
+            auth_metrics: ReflectionAccess::Authenticated,
         }
     }
 }

@@ -159,12 +159,20 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     })?;
     let metrics = match config.metrics_listen {
         Some(metrics_addr) => Some(
-            crate::metrics::MetricsServer::start(metrics_addr, broker.clone())
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: metrics_addr,
-                    source,
-                })?,
+            crate::metrics::MetricsServer::start(
+                metrics_addr,
+                broker.clone(),
+                // Scrapes follow `security.auth_metrics` when auth is on.
+                reloadable
+                    .auth
+                    .clone()
+                    .filter(|_| config.security.auth_metrics == ReflectionAccess::Authenticated),
+            )
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: metrics_addr,
+                source,
+            })?,
         ),
         None => None,
     };

@@ -109,6 +109,10 @@ pub struct SecurityArgs {
     /// [default: authenticated].
     #[arg(long, value_name = "ACCESS", env = "STRATA_AUTH_REFLECTION")]
     pub auth_reflection: Option<ReflectionAccess>,
+    /// Who may scrape the metrics endpoint with authentication on (a
+    /// principal's `Authorization: Bearer` token) [default: authenticated].
+    #[arg(long, value_name = "ACCESS", env = "STRATA_AUTH_METRICS")]
+    pub auth_metrics: Option<ReflectionAccess>,
 }
 
 /// Flags for [`crate::config::Limits`].
@@ -297,6 +301,7 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut s.reload_check_interval_ms, &a.reload_check_interval_ms);
     set_some(&mut s.auth_file, &a.auth_file);
     set(&mut s.auth_reflection, &a.auth_reflection);
+    set(&mut s.auth_metrics, &a.auth_metrics);
     base
 }
 

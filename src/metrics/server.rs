@@ -2,6 +2,12 @@
 //! the gRPC port. `GET /metrics` answers the OpenMetrics text; anything
 //! else is 404 (or 405 for another method on `/metrics`).
 //!
+//! With authentication on and `auth_metrics = "authenticated"` (the
+//! default), a scrape must carry `Authorization: Bearer TOKEN` with the
+//! token of any principal of the auth file (Prometheus: `authorization:
+//! { credentials: … }` in the scrape config); otherwise it gets 401 and
+//! counts in `strata_auth_failures_total`.
+//!
 //! Bounded like every other listener: at most [`MAX_CONNECTIONS`] scrapers
 //! at once (more are closed at once), and a client must send its request
 //! headers within [`HEADER_TIMEOUT`]. It stops accepting when the broker
@@ -20,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::AuthStore;
 use crate::broker::Broker;
 
 /// Scrape connections served at once.
@@ -38,14 +45,19 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr` and serves `broker`'s metrics until it shuts down.
+    /// Binds `addr` and serves `broker`'s metrics until it shuts down;
+    /// with `auth`, only to scrapers that present a principal's token.
     ///
     /// # Errors
     /// The address cannot be bound.
-    pub async fn start(addr: SocketAddr, broker: Arc<Broker>) -> std::io::Result<MetricsServer> {
+    pub async fn start(
+        addr: SocketAddr,
+        broker: Arc<Broker>,
+        auth: Option<Arc<AuthStore>>,
+    ) -> std::io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let handle = tokio::spawn(accept_loop(listener, broker));
+        let handle = tokio::spawn(accept_loop(listener, broker, auth));
         tracing::info!(%addr, "serving metrics at /metrics");
         Ok(MetricsServer { addr, handle })
     }
@@ -56,7 +68,7 @@ impl MetricsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
+async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, auth: Option<Arc<AuthStore>>) {
     let mut shutdown = broker.shutdown_signal();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -77,9 +89,10 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
             tracing::debug!("too many metrics connections; closing one");
             continue;
         };
-        let broker = broker.clone();
+        let (broker, auth) = (broker.clone(), auth.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| respond(req, broker.clone()));
+            let service =
+                hyper::service::service_fn(move |req| respond(req, broker.clone(), auth.clone()));
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -93,10 +106,35 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>) {
     }
 }
 
+/// Whether the request carries the bearer token of a known principal.
+fn authenticated(request: &Request<Incoming>, auth: &AuthStore) -> bool {
+    request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| auth.registry().by_token(token.trim().as_bytes()).is_some())
+}
+
 async fn respond(
     request: Request<Incoming>,
     broker: Arc<Broker>,
+    auth: Option<Arc<AuthStore>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(auth) = &auth {
+        if !authenticated(&request, auth) {
+            super::auth_failure();
+            let mut r = plain(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated: scraping needs Authorization: Bearer TOKEN of a principal\n",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"strata\""),
+            );
+            return Ok(r);
+        }
+    }
     if request.uri().path() != "/metrics" {
         return Ok(plain(
             StatusCode::NOT_FOUND,

@@ -1098,3 +1098,43 @@ async fn the_auth_file_reloads_on_sighup_and_a_broken_one_keeps_the_old() {
     );
     assert!(names(ADMIN_TOKEN).await.is_ok());
 }
+
+/// `GET /metrics` on `addr` with an optional bearer token; the status code.
+async fn metrics_status(addr: &str, token: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line")
+}
+
+#[tokio::test]
+async fn metrics_need_a_principal_unless_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = write_auth_file(dir.path(), "");
+    let b =
+        BrokerProcess::start_with(&["--auth-file", arg(&auth), "--metrics-listen", "127.0.0.1:0"]);
+    let addr = b.metrics_addr.clone().expect("metrics address");
+    assert_eq!(metrics_status(&addr, None).await, 401);
+    assert_eq!(metrics_status(&addr, Some("wrong-token")).await, 401);
+    // Any principal may scrape: metrics need no particular permission.
+    assert_eq!(metrics_status(&addr, Some(DENIED_TOKEN)).await, 200);
+    let open = BrokerProcess::start_with(&[
+        "--auth-file",
+        arg(&auth),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--auth-metrics",
+        "open",
+    ]);
+    let addr = open.metrics_addr.clone().expect("metrics address");
+    assert_eq!(metrics_status(&addr, None).await, 200);
+}
