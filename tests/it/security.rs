@@ -678,8 +678,14 @@ async fn snapshot(admin_conn: &Connection) -> String {
 async fn every_rpc_checks_credentials_then_permissions_with_no_side_effect() {
     let dir = tempfile::tempdir().unwrap();
     let auth = write_auth_file(dir.path(), "");
-    let b =
-        BrokerProcess::start_with(&["--auth-file", arg(&auth), "--metrics-listen", "127.0.0.1:0"]);
+    let b = BrokerProcess::start_with(&[
+        "--auth-file",
+        arg(&auth),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--auth-metrics",
+        "open",
+    ]);
     let admin = connection(&b.addr, Some(ADMIN_TOKEN)).await;
     let mut a = AdminClient::new(admin.clone());
     a.create_topic(CreateTopicRequest {
