@@ -335,6 +335,10 @@ impl MappedFile {
     /// map and an `fdatasync` through a fresh descriptor when it was closed.
     pub fn sync_data(&self) -> Result<()> {
         if let Some(f) = &self.file {
+            #[cfg(debug_assertions)]
+            if let Some(e) = super::failpoint::log_sync_error() {
+                return Err(StorageError::io(&self.path, e));
+            }
             return f.sync_data().map_err(|e| StorageError::io(&self.path, e));
         }
         if let Some(map) = &self.map {

@@ -19,6 +19,7 @@
 //! | [`map_cache`]     | the bound on mapped sealed segments                        |
 //! | [`scrub`]         | the background scrubber's `pread` check of closed segments |
 //! | [`fs`]            | durable filesystem calls, the directory lock               |
+//! | `failpoint`       | fault injection for tests (debug builds only)              |
 //! | [`counters`]      | process-wide counters for metrics                          |
 //!
 //! # What survives what
@@ -35,6 +36,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod counters;
 pub mod error;
+#[cfg(debug_assertions)]
+pub mod failpoint;
 pub mod frame;
 pub mod fs;
 pub mod index;

@@ -48,7 +48,13 @@ impl BrokerProcess {
 
     /// Starts a broker on `data_dir` with extra `serve` arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
-        Self::spawn(data_dir, extra, None)
+        Self::spawn(data_dir, extra, None, &[])
+    }
+
+    /// Starts a broker on `data_dir` with extra `serve` arguments and extra
+    /// environment variables (failpoints, say).
+    pub fn start_in_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
+        Self::spawn(data_dir, extra, None, env)
     }
 
     /// Starts a broker on a fresh temp dir with extra `serve` arguments and
@@ -56,12 +62,17 @@ impl BrokerProcess {
     pub fn start_logged(extra: &[&str]) -> (BrokerProcess, mpsc::Receiver<String>) {
         let temp = tempfile::tempdir().expect("temp dir");
         let (tx, rx) = mpsc::channel();
-        let mut b = BrokerProcess::spawn(temp.path(), extra, Some(tx));
+        let mut b = BrokerProcess::spawn(temp.path(), extra, Some(tx), &[]);
         b._temp = Some(temp);
         (b, rx)
     }
 
-    fn spawn(data_dir: &Path, extra: &[&str], log: Option<mpsc::Sender<String>>) -> BrokerProcess {
+    fn spawn(
+        data_dir: &Path,
+        extra: &[&str],
+        log: Option<mpsc::Sender<String>>,
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("serve")
             .arg("--data-dir")
@@ -69,6 +80,7 @@ impl BrokerProcess {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(if log.is_some() {
