@@ -51,13 +51,16 @@ impl PartitionLog {
             .collect()
     }
 
-    /// Records damage found by the scrubber, for `DescribeTopic`.
-    pub fn record_scrub_damage(&self, first_offset: u64, end_offset: u64) {
+    /// Records damage found by the scrubber, for `DescribeTopic`. Returns
+    /// whether it is new (each pass finds the same damage again).
+    pub fn record_scrub_damage(&self, first_offset: u64, end_offset: u64) -> bool {
         let mut found = self.scrub_damage.lock().expect("scrub lock poisoned");
-        if !found.contains(&(first_offset, end_offset)) {
-            found.push((first_offset, end_offset));
-            super::counters::add_scrub_finding();
+        if found.contains(&(first_offset, end_offset)) {
+            return false;
         }
+        found.push((first_offset, end_offset));
+        super::counters::add_scrub_finding();
+        true
     }
 }
 
@@ -198,7 +201,11 @@ mod tests {
             (found.position, found.first_offset, found.reason),
             (364, t.base_offset + 1, "CRC mismatch")
         );
-        log.record_scrub_damage(found.first_offset, found.end_offset);
+        assert!(log.record_scrub_damage(found.first_offset, found.end_offset));
+        assert!(
+            !log.record_scrub_damage(found.first_offset, found.end_offset),
+            "the same damage found again is not new"
+        );
         assert!(log
             .stats()
             .damaged_ranges
