@@ -75,6 +75,22 @@ impl ClientError {
         }
     }
 
+    /// Whether the call failed because the connection did (the broker is
+    /// unreachable or restarting, or the connection broke mid-call): the
+    /// request may or may not have reached the broker. tonic reports a call
+    /// cut by a broken connection as `UNKNOWN` or `CANCELLED` with the
+    /// transport error as the status's source; the broker itself never
+    /// answers those codes with a source.
+    pub fn is_connection_error(&self) -> bool {
+        match self.code() {
+            tonic::Code::Unavailable => true,
+            tonic::Code::Unknown | tonic::Code::Cancelled => self
+                .status()
+                .is_some_and(|s| std::error::Error::source(s).is_some()),
+            _ => false,
+        }
+    }
+
     /// The broker's retry hint: for `RESOURCE_EXHAUSTED` over a quota, how
     /// long to wait before the request would be admitted (the
     /// `retry-after-ms` metadata).

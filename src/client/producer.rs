@@ -615,20 +615,11 @@ async fn send_once(client: Client, batch: SentBatch) -> Outcome {
     (batch, result)
 }
 
-/// Errors after which resending the same batch can succeed: the broker is
-/// unreachable or restarting, the connection broke mid-call (tonic reports
-/// that as `UNKNOWN`, or as `CANCELLED` when the connection closed before
-/// the call was answered, with the transport error as its source), or the
-/// batch waited for a predecessor that failed (`ABORTED`). A `CANCELLED`
-/// without a transport source is the caller's own cancellation.
+/// Errors after which resending the same batch can succeed: a connection
+/// error ([`ClientError::is_connection_error`]), or a batch that waited for a
+/// predecessor that failed (`ABORTED`).
 fn is_retriable(e: &ClientError) -> bool {
-    match e.code() {
-        tonic::Code::Unavailable | tonic::Code::Aborted => true,
-        tonic::Code::Unknown | tonic::Code::Cancelled => e
-            .status()
-            .is_some_and(|s| std::error::Error::source(s).is_some()),
-        _ => false,
-    }
+    e.is_connection_error() || e.code() == tonic::Code::Aborted
 }
 
 fn answer(replies: Vec<Reply>, partition: u32, base: u64) {
