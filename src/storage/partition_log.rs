@@ -537,7 +537,7 @@ impl PartitionLog {
                 last_frame_len: 0,
                 index_entries: 0,
             };
-            if let Err(e) = self.write_checkpoint(&c, &w.producers) {
+            if let Err(e) = self.write_checkpoint(&c, &c.encode_with(&w.producers)) {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint at a segment roll");
             }
         }
@@ -652,13 +652,15 @@ impl PartitionLog {
             if full && !w.pending_trims.is_empty() {
                 Self::retry_trims(&mut w);
             }
-            let producers = full.then(|| w.producers.clone());
-            (w.active.clone(), (c, producers))
+            // Encoded here, so the producer table matches the checkpoint
+            // exactly (one buffer, no copy of the table).
+            let encoded = full.then(|| c.encode_with(&w.producers));
+            (w.active.clone(), (c, encoded))
         };
-        let (checkpoint, producers) = checkpoint;
-        if let Some(producers) = producers {
+        let (checkpoint, encoded) = checkpoint;
+        if let Some(encoded) = encoded {
             active.sync_all_files()?;
-            self.write_checkpoint(&checkpoint, &producers)?;
+            self.write_checkpoint(&checkpoint, &encoded)?;
         } else {
             active.log.sync_data()?;
         }
@@ -666,9 +668,9 @@ impl PartitionLog {
         Ok(checkpoint.next_offset)
     }
 
-    /// Writes the recovery checkpoint with the producer table as of the same
-    /// point, unless a newer one was written meanwhile.
-    fn write_checkpoint(&self, c: &Checkpoint, producers: &ProducerTable) -> Result<()> {
+    /// Writes the recovery checkpoint `c` (`encoded`: it with the producer
+    /// table as of the same point), unless a newer one was written meanwhile.
+    fn write_checkpoint(&self, c: &Checkpoint, encoded: &[u8]) -> Result<()> {
         let mut last = self
             .checkpoint_written
             .lock()
@@ -677,8 +679,7 @@ impl PartitionLog {
             return Ok(());
         }
         let path = self.dir.join(CHECKPOINT_FILE);
-        fs::write_atomic(&path, &c.encode_with(producers))
-            .map_err(|e| StorageError::io(&path, e))?;
+        fs::write_atomic(&path, encoded).map_err(|e| StorageError::io(&path, e))?;
         *last = (c.next_offset, c.segment_base);
         Ok(())
     }
