@@ -581,6 +581,23 @@ async fn auto_commit_commits_only_what_was_handed_out() {
     assert_eq!(committed(&client, "auto-g", "auto").await, Some(15));
 }
 
+/// Appends `"P:I"` for each I of `range` to each of the topic's 4 partitions P.
+async fn produce_numbered(client: &Client, topic: &str, range: std::ops::Range<u32>) {
+    for p in 0..4 {
+        let records = range
+            .clone()
+            .map(|i| Record {
+                value: format!("{p}:{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .produce(topic, Some(p), records, Acks::Leader)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_members_split_partitions_and_hand_them_over_exactly_once() {
     use std::collections::BTreeMap;
@@ -588,18 +605,7 @@ async fn heartbeat_members_split_partitions_and_hand_them_over_exactly_once() {
     let b = BrokerProcess::start_with(&["--heartbeat-interval-ms", "100"]);
     create_topic(&b, "hb", 4).await;
     let client = Client::connect(&b.addr).await.unwrap();
-    for p in 0..4 {
-        let records = (0..100)
-            .map(|i| Record {
-                value: format!("{p}:{i}").into_bytes(),
-                ..Default::default()
-            })
-            .collect();
-        client
-            .produce("hb", Some(p), records, Acks::Leader)
-            .await
-            .unwrap();
-    }
+    produce_numbered(&client, "hb", 0..100).await;
     let config = MemberConfig {
         auto_offset_reset: AutoOffsetReset::Earliest,
         auto_commit_interval: None,
@@ -641,18 +647,7 @@ async fn heartbeat_members_split_partitions_and_hand_them_over_exactly_once() {
         total = take("b", b2.poll(Duration::from_millis(20)).await.unwrap()).max(total);
     }
     // Balanced: more records, which each member reads from its partitions.
-    for p in 0..4 {
-        let records = (100..200)
-            .map(|i| Record {
-                value: format!("{p}:{i}").into_bytes(),
-                ..Default::default()
-            })
-            .collect();
-        client
-            .produce("hb", Some(p), records, Acks::Leader)
-            .await
-            .unwrap();
-    }
+    produce_numbered(&client, "hb", 100..200).await;
     while total < 800 {
         assert!(
             tokio::time::Instant::now() < deadline,
