@@ -151,7 +151,8 @@ impl Broker {
             self.append_in_sequence(&partition, &mut meta, &input.records)
                 .await?
         };
-        let append_time_ms = meta.max_timestamp_ms;
+        // A duplicate answers with the original batch's time.
+        let append_time_ms = info.batch_time_ms;
         if !info.duplicate {
             partition.appended(info.next_offset);
             // A duplicate is answered, not stored: it is not counted.
@@ -219,10 +220,7 @@ fn append_now(
     let append_time_ms = now_ms();
     meta.first_timestamp_ms = append_time_ms;
     meta.max_timestamp_ms = append_time_ms;
-    let info = log.append(meta, &[records])?;
-    // A duplicate answers with the original batch's time.
-    meta.max_timestamp_ms = info.batch_time_ms;
-    Ok(info)
+    Ok(log.append(meta, &[records])?)
 }
 
 /// The key of the first record of a records payload, if the bytes allow it.
