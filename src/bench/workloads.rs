@@ -11,13 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::client::{ConnectOptions, Connection};
+use crate::client::{ConnectOptions, Connection, EncodedLog};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::{GrpcMethod, Status};
 
 use crate::client::{ClientError, MAX_MESSAGE_BYTES};
 use crate::proto::v1::consume_event::Event;
@@ -25,7 +23,7 @@ use crate::proto::v1::groups_client::GroupsClient;
 use crate::proto::v1::log_client::LogClient;
 use crate::proto::v1::{
     Acks, AutoOffsetReset, CommitOffsetsRequest, ConsumeRequest, FetchRequest, FetchResponse,
-    PartitionOffset, ProduceResponse, Record, RecordBatch, SubscribeRequest,
+    PartitionOffset, Record, RecordBatch, SubscribeRequest,
 };
 use crate::wire::{ProduceRequestWire, RecordsPayload, RECORDS_FIELD};
 
@@ -141,36 +139,6 @@ fn produce_request(topic: &str, partition: u32, acks: Acks, payload: Bytes) -> P
     request
 }
 
-/// A `strata.v1.Log` client that sends pre-encoded produce requests.
-#[derive(Debug, Clone)]
-struct RawLog {
-    grpc: tonic::client::Grpc<Connection>,
-}
-
-impl RawLog {
-    fn new(channel: Connection) -> Self {
-        RawLog {
-            grpc: tonic::client::Grpc::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        }
-    }
-
-    async fn produce(&mut self, request: ProduceRequestWire) -> Result<ProduceResponse, Status> {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
-        let codec = tonic_prost::ProstCodec::<ProduceRequestWire, ProduceResponse>::default();
-        let path = PathAndQuery::from_static("/strata.v1.Log/Produce");
-        let mut request = tonic::Request::new(request);
-        request
-            .extensions_mut()
-            .insert(GrpcMethod::new("strata.v1.Log", "Produce"));
-        Ok(self.grpc.unary(request, path, codec).await?.into_inner())
-    }
-}
-
 fn log_client(channel: &Connection) -> LogClient<Connection> {
     LogClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -261,7 +229,7 @@ pub async fn produce(
     let deadline = spec.duration.map(|d| start + d);
     let mut set = JoinSet::new();
     for worker in 0..spec.in_flight.max(1) {
-        let mut log = RawLog::new(channels[worker % channels.len()].clone());
+        let mut log = EncodedLog::new(channels[worker % channels.len()].clone());
         let next = next.clone();
         let full_requests = full_requests.clone();
         let tail_requests = tail_requests.clone();
@@ -659,7 +627,7 @@ pub async fn end_to_end(
     let partitions = spec.start_offsets.len().max(1) as u64;
     let mut producers = JoinSet::new();
     let (mut sent, mut requests) = (0u64, 0u64);
-    let loggers: Vec<RawLog> = channels.iter().cloned().map(RawLog::new).collect();
+    let loggers: Vec<EncodedLog> = channels.iter().cloned().map(EncodedLog::new).collect();
     while sent < total && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
         while let Some(joined) = producers.try_join_next() {
             joined.map_err(|e| BenchError::Failed(format!("a produce task failed: {e}")))??;

@@ -32,6 +32,7 @@
 pub mod assigned;
 pub mod connect;
 pub mod consumer;
+pub mod encoded;
 pub mod error;
 pub mod groups;
 pub mod member;
@@ -61,6 +62,7 @@ pub use crate::proto::v1::{
 pub use assigned::{Consumer, SeekTo, TopicRecord};
 pub use connect::{BearerToken, ClientTls, ConnectOptions, Connection};
 pub use consumer::{GroupConsumer, GroupRecord};
+pub use encoded::EncodedLog;
 pub use error::ClientError;
 pub use groups::ResetTarget;
 pub use member::MemberConfig;
@@ -92,6 +94,7 @@ pub struct Client {
     log: LogClient<Connection>,
     admin: AdminClient<Connection>,
     groups: GroupsClient<Connection>,
+    encoded: EncodedLog,
 }
 
 impl Client {
@@ -140,9 +143,10 @@ impl Client {
             admin: AdminClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            groups: GroupsClient::new(channel)
+            groups: GroupsClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            encoded: EncodedLog::new(channel),
         }
     }
 
@@ -150,6 +154,12 @@ impl Client {
     /// the methods here do not cover (idempotent produce, for one).
     pub fn log_service(&self) -> LogClient<Connection> {
         self.log.clone()
+    }
+
+    /// A `Produce` client for requests with pre-encoded records on this
+    /// connection (see [`EncodedLog`]).
+    pub fn encoded_log(&self) -> EncodedLog {
+        self.encoded.clone()
     }
 
     /// The generated `strata.v1.Admin` client on this connection.

@@ -59,14 +59,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
-use prost::Message;
+use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Acks, Client, ClientError, Record};
 use crate::broker::produce::partition_for_key;
-use crate::proto::v1::ProduceRequest;
 use crate::storage::producers::{add_sequence, RECENT_BATCHES};
+use crate::wire::{ProduceRequestWire, RecordsPayload, RECORDS_FIELD};
 
 /// How a [`Producer`] batches and retries.
 #[derive(Debug, Clone)]
@@ -214,11 +214,14 @@ impl Producer {
     }
 }
 
+/// Records gathered for one partition, already in their wire form.
 #[derive(Default)]
 struct Batch {
-    records: Vec<Record>,
+    /// The records as `ProduceRequest.records` entries (field 3): each record
+    /// is copied once, here, and the request is never re-encoded.
+    records: BytesMut,
+    /// One reply per record, in order.
     replies: Vec<Reply>,
-    bytes: usize,
     started: Option<Instant>,
 }
 
@@ -321,12 +324,11 @@ impl Worker {
         };
         let key = (topic, partition);
         let batch = self.batches.entry(key.clone()).or_default();
-        batch.bytes += record.encoded_len();
-        batch.records.push(record);
+        prost::encoding::message::encode(RECORDS_FIELD, &record, &mut batch.records);
         batch.replies.push(reply);
         batch.started.get_or_insert_with(Instant::now);
-        if batch.records.len() >= self.config.batch_records
-            || batch.bytes >= self.config.batch_bytes
+        if batch.replies.len() >= self.config.batch_records
+            || batch.records.len() >= self.config.batch_bytes
         {
             self.dispatch(key);
         }
@@ -395,7 +397,8 @@ impl Worker {
 
 /// A batch that has its sequence numbers.
 struct SentBatch {
-    request: ProduceRequest,
+    /// Cheap to clone for a resend: the records are a shared buffer.
+    request: ProduceRequestWire,
     replies: Vec<Reply>,
     /// Send order within the partition (sequence order within an epoch).
     order: u64,
@@ -483,20 +486,19 @@ impl LaneSender {
 
     /// Gives a batch the next sequence numbers of this partition.
     fn number(&mut self, batch: Batch) -> SentBatch {
-        let count = batch.records.len() as u32;
-        let request = ProduceRequest {
-            topic: self.topic.clone(),
-            partition: Some(self.partition),
-            records: batch.records,
-            acks: self.config.acks.into(),
-            producer_id: self.producer_id,
-            producer_epoch: self.epoch,
-            base_sequence: if self.producer_id == 0 {
-                0
-            } else {
-                self.next_sequence
-            },
+        let count = batch.replies.len() as u32;
+        let mut request = ProduceRequestWire::default();
+        request.topic = self.topic.clone();
+        request.partition = Some(self.partition);
+        request.acks = self.config.acks.into();
+        request.producer_id = self.producer_id;
+        request.producer_epoch = self.epoch;
+        request.base_sequence = if self.producer_id == 0 {
+            0
+        } else {
+            self.next_sequence
         };
+        request.set_records_payload(RecordsPayload::from_bytes(batch.records.freeze()));
         self.next_sequence = add_sequence(self.next_sequence, count);
         self.next_order += 1;
         SentBatch {
@@ -536,7 +538,7 @@ impl LaneSender {
                 self.new_epoch();
             }
             if batch.request.producer_epoch != self.epoch && self.producer_id != 0 {
-                let count = batch.request.records.len() as u32;
+                let count = batch.replies.len() as u32;
                 batch.request.producer_epoch = self.epoch;
                 batch.request.base_sequence = self.next_sequence;
                 self.next_sequence = add_sequence(self.next_sequence, count);
@@ -597,13 +599,12 @@ impl LaneSender {
 /// One `Produce` call for a batch; the batch comes back for a retry.
 async fn send_once(client: Client, batch: SentBatch) -> Outcome {
     let result = client
-        .log_service()
+        .encoded_log()
         .produce(batch.request.clone())
         .await
         .map_err(ClientError::from)
         .and_then(|response| {
             response
-                .into_inner()
                 .appends
                 .first()
                 .map(|a| a.base_offset)
