@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -131,11 +130,11 @@ impl Log for LogService {
         record_partition(r.partition);
         caller.check(Action::Consume, &r.topic)?;
         caller.admit_fetch()?;
-        let rx = self
+        let stream = self
             .broker
             .subscribe(&r.topic, r.partition, r.offset, 0)
-            .map_err(to_status)?;
-        let stream = ReceiverStream::new(rx).map(|item| item.map_err(to_status));
+            .map_err(to_status)?
+            .map(|item| item.map_err(to_status));
         Ok(Response::new(caller.throttle(stream)))
     }
 

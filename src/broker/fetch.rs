@@ -11,10 +11,14 @@
 //! by polling timers. Reads that start in a closed segment may fault pages
 //! in from disk, so they run on the blocking pool, off the async workers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tokio_stream::Stream;
 
 use super::error::{BrokerError, Result};
 use super::topics::Partition;
@@ -38,9 +42,6 @@ pub enum OffsetQuery {
     /// The first batch appended at or after this time (ms since the epoch).
     Timestamp(i64),
 }
-
-/// Messages a subscription stream can buffer before it waits for the client.
-const SUBSCRIBE_BUFFER: usize = 2;
 
 impl Broker {
     fn fetch_bytes(&self, max_bytes: u32) -> Result<u64> {
@@ -100,19 +101,23 @@ impl Broker {
         }
     }
 
-    /// Streams the partition from `offset` on, following the log as it grows.
+    /// Follows a partition from `offset`: a stream of fetch responses that
+    /// waits (on the high-watermark channel) whenever it reaches the end of
+    /// the log, and ends after the first error.
     ///
-    /// The stream holds at most [`SUBSCRIBE_BUFFER`] responses of at most
-    /// `max_bytes` each; a client that stops reading stops the reader task
-    /// (HTTP/2 flow control fills up, then the channel), so a slow subscriber
-    /// costs bounded memory and never slows producers.
+    /// The stream does its reading when it is polled, in the task that sends
+    /// the response (no task or channel in between, so a new batch costs one
+    /// wake-up to reach the wire). A client that stops reading is not polled
+    /// once HTTP/2 flow control is full, so a slow subscriber holds at most
+    /// one response of `max_bytes` beyond the connection's send window, and
+    /// never slows producers.
     pub fn subscribe(
         self: &Arc<Self>,
         topic: &str,
         partition: u32,
         offset: u64,
         max_bytes: u32,
-    ) -> Result<mpsc::Receiver<Result<FetchResponseWire>>> {
+    ) -> Result<Subscription> {
         let max_bytes = self.fetch_bytes(max_bytes)?;
         let part = self.partition(topic, partition)?;
         let (low, high) = (part.log.log_start_offset(), part.log.high_watermark());
@@ -124,15 +129,18 @@ impl Broker {
             }
             .into());
         }
-        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
-        let broker = self.clone();
-        let topic = topic.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = follow(&broker, &part, &topic, offset, max_bytes, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        Ok(rx)
+        let follower = Follower {
+            watcher: part.watch_high_watermark(),
+            shutdown: self.shutdown_signal(),
+            broker: self.clone(),
+            part,
+            topic: topic.to_string(),
+            offset,
+            max_bytes,
+        };
+        Ok(Subscription {
+            next: Some(Box::pin(follower.next())),
+        })
     }
 
     /// Looks up an offset of a partition. For a timestamp with no batch at or
@@ -158,43 +166,87 @@ impl Broker {
     }
 }
 
-/// The subscription loop: read, send, wait for more.
-async fn follow(
-    broker: &Broker,
-    part: &Partition,
-    topic: &str,
-    mut offset: u64,
+/// The stream [`Broker::subscribe`] returns: fetch responses in offset order,
+/// ending after the first error (which is its last item) or at shutdown.
+pub struct Subscription {
+    /// The read in progress; `None` once the stream has ended.
+    next: Option<FollowStep>,
+}
+
+/// One step of a subscription: the next response (or `None` at the end) and
+/// the follower to take the step after it.
+type FollowStep =
+    Pin<Box<dyn Future<Output = Option<(Result<FetchResponseWire>, Follower)>> + Send>>;
+
+impl Stream for Subscription {
+    type Item = Result<FetchResponseWire>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(step) = self.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match step.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.next = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some((item, follower))) => {
+                // After an error the stream ends.
+                self.next = item
+                    .is_ok()
+                    .then(|| Box::pin(follower.next()) as FollowStep);
+                Poll::Ready(Some(item))
+            }
+        }
+    }
+}
+
+/// Where a subscription is: the next offset to read and what wakes it.
+struct Follower {
+    broker: Arc<Broker>,
+    part: Arc<Partition>,
+    topic: String,
+    offset: u64,
     max_bytes: u64,
-    tx: &mpsc::Sender<Result<FetchResponseWire>>,
-) -> Result<()> {
-    let mut watcher = part.watch_high_watermark();
-    let mut shutdown = broker.shutdown_signal();
-    loop {
-        if broker.is_shutting_down() || tx.is_closed() {
-            return Ok(());
-        }
-        if part.is_deleted() {
-            return Err(BrokerError::UnknownTopic {
-                topic: topic.to_string(),
-            });
-        }
-        watcher.borrow_and_update();
-        let result = read(part, offset, max_bytes).await?;
-        if let Some(last) = result.batches.last() {
-            offset = last.header.next_offset();
-            if tx.send(to_wire(part, result)).await.is_err() {
-                return Ok(());
+    watcher: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Follower {
+    /// Reads the next batches, waiting for an append when at the end of the
+    /// log. `None` at shutdown.
+    async fn next(mut self) -> Option<(Result<FetchResponseWire>, Follower)> {
+        loop {
+            if self.broker.is_shutting_down() {
+                return None;
             }
-            continue;
-        }
-        tokio::select! {
-            changed = watcher.changed() => {
-                if changed.is_err() {
-                    return Ok(());
+            if self.part.is_deleted() {
+                let gone = BrokerError::UnknownTopic {
+                    topic: self.topic.clone(),
+                };
+                return Some((Err(gone), self));
+            }
+            // Mark the current value seen before reading, so an append that
+            // lands after the read still wakes us.
+            self.watcher.borrow_and_update();
+            let result = match read(&self.part, self.offset, self.max_bytes).await {
+                Ok(result) => result,
+                Err(e) => return Some((Err(e), self)),
+            };
+            if let Some(last) = result.batches.last() {
+                self.offset = last.header.next_offset();
+                let response = to_wire(&self.part, result);
+                return Some((response, self));
+            }
+            tokio::select! {
+                changed = self.watcher.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
                 }
+                _ = self.shutdown.changed() => return None,
             }
-            _ = shutdown.changed() => return Ok(()),
-            _ = tx.closed() => return Ok(()),
         }
     }
 }
