@@ -220,7 +220,18 @@ fn append_now(
     let append_time_ms = now_ms();
     meta.first_timestamp_ms = append_time_ms;
     meta.max_timestamp_ms = append_time_ms;
-    Ok(log.append(meta, &[records])?)
+    // Appends to one partition take turns on its writer lock. A worker that
+    // would wait for it hands its other tasks to another thread first, so
+    // a busy partition does not idle half of a small machine's workers.
+    let wait_in_place = log.writer_busy()
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let info = if wait_in_place {
+        tokio::task::block_in_place(|| log.append(meta, &[records]))
+    } else {
+        log.append(meta, &[records])
+    };
+    Ok(info?)
 }
 
 /// The key of the first record of a records payload, if the bytes allow it.
