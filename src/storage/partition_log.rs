@@ -138,6 +138,13 @@ pub struct PartitionLog {
     flush_state: Mutex<FlushState>,
     flushed: Condvar,
     poisoned: AtomicBool,
+    /// Serialises every `fsync` of this log's files (see
+    /// [`PartitionLog::sync_files`]).
+    sync_lock: Mutex<()>,
+    /// The last full flush synced the data but could not write its recovery
+    /// checkpoint (a full disk, say): the data is durable, but the checkpoint
+    /// on disk is older than it, so a shutdown must not be called clean.
+    checkpoint_failed: AtomicBool,
     report: RecoveryReport,
     /// Damaged ranges the scrubber found since the log was opened.
     pub(crate) scrub_damage: Mutex<Vec<(u64, u64)>>,
@@ -277,6 +284,8 @@ impl PartitionLog {
             }),
             flushed: Condvar::new(),
             poisoned: AtomicBool::new(false),
+            sync_lock: Mutex::new(()),
+            checkpoint_failed: AtomicBool::new(false),
             report,
             scrub_damage: Mutex::new(Vec::new()),
             checkpoint_written: Mutex::new((0, 0)),
@@ -509,10 +518,7 @@ impl PartitionLog {
                 old.time_index.push(&encode_time_entry(last))?;
             }
         }
-        if let Err(e) = old.sync_all_files() {
-            self.poison(&e);
-            return Err(e);
-        }
+        self.sync_files(|| old.sync_all_files())?;
         let new = Arc::new(ActiveSegment::create(&self.dir, w.next_offset, &w.config)?);
         let sealed = Arc::new(SealedSegment::from_active(
             &self.dir,
@@ -632,11 +638,27 @@ impl PartitionLog {
                 }
             }
             Err(e) => {
-                drop(st);
+                // Poisoned before anyone else may lead a flush: a second
+                // fsync would report success for the pages that failed.
                 self.poison(&e);
+                drop(st);
+                self.flushed.notify_all();
                 Err(e)
             }
         }
+    }
+
+    /// Runs one `fsync` of this log's files. Syncs never overlap, and a
+    /// failure poisons the log before the next one may start: Linux reports
+    /// a write-back error to one `fsync` per open file, so a sync running
+    /// beside the failing one (or after it) would return Ok for pages that
+    /// never reached the disk. A sync after a failure fails too.
+    fn sync_files(&self, sync: impl FnOnce() -> Result<()>) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().expect("sync lock poisoned");
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        sync().inspect_err(|e| self.poison(e))
     }
 
     /// One flush. Everything appended before it starts is covered.
@@ -669,10 +691,21 @@ impl PartitionLog {
         };
         let (checkpoint, encoded) = checkpoint;
         if let Some(encoded) = encoded {
-            active.sync_all_files()?;
-            self.write_checkpoint(&checkpoint, &encoded)?;
+            self.sync_files(|| active.sync_all_files())?;
+            // The data is durable whether or not the checkpoint is written; a
+            // failure (a full disk) costs recovery time after a crash, not
+            // data, so it must not turn the log read-only.
+            match self.write_checkpoint(&checkpoint, &encoded) {
+                Ok(()) => self.checkpoint_failed.store(false, Ordering::Release),
+                Err(e) => {
+                    if !self.checkpoint_failed.swap(true, Ordering::AcqRel) {
+                        tracing::warn!(dir = %self.dir.display(), error = %e,
+                            "flushed, but could not write the recovery checkpoint; will retry at the next flush");
+                    }
+                }
+            }
         } else {
-            active.log.sync_data()?;
+            self.sync_files(|| active.log.sync_data())?;
         }
         counters::record_flush(started.elapsed());
         Ok(checkpoint.next_offset)
@@ -789,8 +822,17 @@ impl PartitionLog {
             let w = self.lock_writer();
             w.dirty_since.is_some() || w.unflushed_bytes > 0
         };
-        if dirty {
+        if dirty || self.checkpoint_failed.load(Ordering::Acquire) {
             self.flush()?;
+        }
+        if self.checkpoint_failed.load(Ordering::Acquire) {
+            let path = self.dir.join(CHECKPOINT_FILE);
+            return Err(StorageError::io(
+                &path,
+                std::io::Error::other(
+                    "the data is flushed, but the recovery checkpoint could not be written",
+                ),
+            ));
         }
         Self::retry_trims(&mut self.lock_writer());
         Ok(())

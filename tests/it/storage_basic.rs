@@ -115,3 +115,41 @@ fn durable_appends_and_retention() {
         .batches
         .is_empty());
 }
+
+/// A checkpoint that cannot be written (here: a directory sits where the
+/// file goes, as a full disk would refuse it) costs recovery time, never
+/// data or availability: flushes and durable appends still succeed, the log
+/// stays writable, only `close` reports that the shutdown is not clean, and
+/// a reopen recovers every batch by scanning.
+#[test]
+fn a_failed_checkpoint_write_keeps_the_log_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = MapCache::new(4);
+    let log = PartitionLog::open(dir.path(), small_config(), cache.clone()).unwrap();
+    log.append(&meta(1, 1), &[b"before"]).unwrap();
+    log.flush().unwrap();
+    let checkpoint = dir.path().join("recovery-checkpoint");
+    std::fs::remove_file(&checkpoint).unwrap();
+    std::fs::create_dir(&checkpoint).unwrap();
+    std::fs::write(checkpoint.join("blocker"), b"x").unwrap();
+
+    let info = log.append(&meta(1, 2), &[b"during"]).unwrap();
+    log.flush()
+        .expect("the data flush succeeds without a checkpoint");
+    log.wait_durable(info.next_offset).unwrap();
+    assert!(!log.is_poisoned());
+    log.append(&meta(1, 3), &[b"after"]).unwrap();
+    let err = log
+        .close()
+        .expect_err("close must say the checkpoint is missing");
+    assert!(err.to_string().contains("checkpoint"), "{err}");
+    drop(log);
+
+    std::fs::remove_dir_all(&checkpoint).unwrap();
+    let log = PartitionLog::open(dir.path(), small_config(), cache).unwrap();
+    assert_eq!(log.high_watermark(), 3);
+    let read = log.read(0, u64::MAX).unwrap();
+    let payloads: Vec<&[u8]> = read.batches.iter().map(|b| b.payload()).collect();
+    assert_eq!(payloads, [&b"before"[..], b"during", b"after"]);
+    log.close().unwrap();
+}
