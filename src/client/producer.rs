@@ -519,7 +519,6 @@ impl LaneSender {
     /// Resends failed batches one at a time, in the order they were sent.
     async fn recover(&mut self, mut failed: Vec<(SentBatch, ClientError)>) {
         failed.sort_by_key(|(b, _)| b.order);
-        let mut renumber = false;
         let mut give_up: Option<ClientError> = None;
         for (mut batch, error) in failed {
             if let Some(e) = &give_up {
@@ -527,15 +526,14 @@ impl LaneSender {
                 continue;
             }
             if !is_retriable(&error) && error.retry_after().is_none() {
-                // Refused for good (nothing stored): later batches must not
-                // wait for its sequence numbers.
+                // Refused for good (nothing stored): the batches after it,
+                // failed here or not sent yet, must not wait for its
+                // sequence numbers, so they are numbered in a new epoch.
                 fail_replies(batch.replies, &error);
-                renumber = true;
+                if self.producer_id != 0 {
+                    self.new_epoch();
+                }
                 continue;
-            }
-            if renumber && self.producer_id != 0 {
-                renumber = false;
-                self.new_epoch();
             }
             if batch.request.producer_epoch != self.epoch && self.producer_id != 0 {
                 let count = batch.replies.len() as u32;

@@ -103,6 +103,47 @@ async fn flush_sends_without_waiting_for_the_linger_and_errors_reach_each_record
     producer.close().await;
 }
 
+/// A batch the broker refuses for good (a record over the size limit) fails
+/// its own records only: the next batch is numbered in a new epoch instead
+/// of waiting for sequence numbers that will never be stored, so it is
+/// stored at once rather than refused as out of order after retries.
+#[tokio::test]
+async fn a_refused_batch_does_not_fail_the_batches_after_it() {
+    let b = BrokerProcess::start_with(&["--max-record-bytes", "1000"]);
+    create_topic(&b, "r", 1).await;
+    let client = Client::connect(&b.addr).await.unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            linger: Duration::from_secs(3600),
+            retries: 0,
+            ..ProducerConfig::default()
+        },
+    );
+    let value = |len: usize| Record {
+        value: vec![b'v'; len],
+        ..Default::default()
+    };
+    for (len, expect_ok) in [(10, true), (2000, false), (20, true), (30, true)] {
+        let d = producer.send("r", value(len)).await.unwrap();
+        producer.flush().await;
+        let result = d.wait().await;
+        if expect_ok {
+            result.unwrap_or_else(|e| panic!("record of {len} bytes: {e}"));
+        } else {
+            assert_eq!(result.unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+    }
+    producer.close().await;
+    let stored = client.fetch("r", 0, 0, 0, 0).await.unwrap();
+    let lens: Vec<usize> = stored
+        .batches
+        .iter()
+        .flat_map(|b| b.records.iter().map(|r| r.value.len()))
+        .collect();
+    assert_eq!(lens, [10, 20, 30]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_reads_assigned_partitions_seeks_and_commits() {
     use strata::client::{Consumer, SeekTo};
