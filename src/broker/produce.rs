@@ -125,6 +125,14 @@ impl Broker {
                 requested: input.records.len() as u64,
             });
         }
+        if input.producer_id != 0 && input.partition.is_none() {
+            // The broker's pick could differ between a batch and its retry,
+            // and the sequence that catches duplicates is per partition.
+            return Err(BrokerError::InvalidArgument {
+                field: "partition",
+                reason: "an idempotent batch (producer_id set) must name its partition".into(),
+            });
+        }
         let topic = self.topic(&input.topic)?;
         let summary = scan_records(&input.records, topic.config.max_record_bytes)?;
         let partition_id = match input.partition {
@@ -151,6 +159,13 @@ impl Broker {
             self.append_in_sequence(&partition, &mut meta, &input.records)
                 .await?
         };
+        if partition.is_deleted() {
+            // The topic was deleted before the batch landed: it went into
+            // unlinked files, so it must not be acknowledged.
+            return Err(BrokerError::UnknownTopic {
+                topic: input.topic.clone(),
+            });
+        }
         // A duplicate answers with the original batch's time.
         let append_time_ms = info.batch_time_ms;
         if !info.duplicate {

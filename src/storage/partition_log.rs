@@ -763,6 +763,9 @@ impl PartitionLog {
             .sealed
             .get(delete)
             .map_or(snap.active.base_offset, |s| s.base_offset);
+        // The start moves first: a reader that passed the old bound and then
+        // sees the new list is caught by the check in `read`.
+        self.log_start.store(new_start, Ordering::Release);
         {
             let mut segs = self.segments.write().expect("segment list lock poisoned");
             *segs = Arc::new(Segments {
@@ -770,7 +773,6 @@ impl PartitionLog {
                 active: snap.active.clone(),
             });
         }
-        self.log_start.store(new_start, Ordering::Release);
         w.pending_trims
             .retain(|p| !doomed.iter().any(|d| Arc::ptr_eq(p, d)));
         drop(w);

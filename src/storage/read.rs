@@ -94,6 +94,20 @@ impl PartitionLog {
             return Ok(out);
         }
         let snap = self.snapshot();
+        // Retention may have deleted the segment holding `offset` after the
+        // check above: the first remaining segment then starts past it, and
+        // reading on from there would skip records without a word.
+        let first_base = snap
+            .sealed
+            .first()
+            .map_or(snap.active.base_offset, |s| s.base_offset);
+        if offset < first_base {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset().max(first_base),
+                high_watermark,
+            });
+        }
         // `i` indexes sealed segments; `sealed.len()` means the active one.
         let mut i = if offset >= snap.active.base_offset {
             snap.sealed.len()

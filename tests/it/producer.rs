@@ -242,6 +242,12 @@ async fn idempotent_produce_answers_retries_refuses_gaps_and_fences_old_epochs()
     let b = BrokerProcess::start();
     create_topic(&b, "idem", 1).await;
     let mut log = b.log().await;
+    // Without a partition the broker could pick another one for a retry.
+    let mut unnamed = idempotent_request("idem", 0, 0, &["a", "b"]);
+    unnamed.partition = None;
+    let refused = log.produce(unnamed).await.expect_err("no partition");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("partition"), "{refused:?}");
     let first = log
         .produce(idempotent_request("idem", 0, 0, &["a", "b"]))
         .await
