@@ -29,7 +29,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::{ClientError, CONNECTION_WINDOW_BYTES, CONNECT_TIMEOUT, STREAM_WINDOW_BYTES};
+use super::{
+    ClientError, CONNECTION_WINDOW_BYTES, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+    STREAM_WINDOW_BYTES,
+};
 
 /// The transport every generated client of the library runs on: a tonic
 /// channel that adds the bearer token (if any) to each call.
@@ -156,6 +159,9 @@ pub fn endpoint(addr: &str, options: &ConnectOptions) -> Result<Endpoint, Client
     }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(false)
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES))

@@ -80,6 +80,17 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// How long [`Client::connect`] waits for the TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// While calls are in flight, the client pings the broker this often (HTTP/2
+/// PING) and drops the connection when no answer comes within
+/// [`KEEPALIVE_TIMEOUT`]: a broker that vanished without closing the
+/// connection (a network partition, a powered-off host) fails the calls as
+/// connection errors, which the producer retries, instead of leaving them
+/// (and `flush`/`close`) waiting forever.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a keep-alive ping may go unanswered; see [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// HTTP/2 flow-control windows, matching the broker's, so that large fetches
 /// are not throttled by the protocol's 64 KiB default.
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 4 << 20;
