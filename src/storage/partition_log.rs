@@ -197,7 +197,7 @@ impl PartitionLog {
                 dir, base, end, size, &config,
             )));
         }
-        let (active, recovered) = recover_active(dir, active_base, &config, clean)?;
+        let (active, recovered) = recover_active(dir, active_base, sealed_bases, &config, clean)?;
         let Recovered {
             start,
             report,

@@ -28,6 +28,36 @@ use super::producers::{ProducerTable, DEFAULT_MAX_PRODUCERS};
 use super::scan::{scan, scan_prefix, Damage, ScanEnd, ScanItem};
 use super::segment::{segment_path, ActiveSegment, IndexCursor};
 
+/// Records in `producers` the idempotent batches of the closed segments
+/// written after checkpoint `c` (which names one of them, or one retention
+/// deleted since).
+fn replay_sealed_producers(
+    dir: &Path,
+    c: &Checkpoint,
+    sealed_bases: &[u64],
+    producers: &mut ProducerTable,
+) -> Result<()> {
+    for &seg_base in sealed_bases.iter().filter(|&&b| b >= c.segment_base) {
+        let file = MappedFile::open_read_only(&segment_path(dir, seg_base, "log"))?;
+        let len = file.allocated() as usize;
+        let (position, next_offset) = if seg_base == c.segment_base {
+            (c.position.min(len as u64), c.next_offset)
+        } else {
+            (0, seg_base)
+        };
+        scan(file.slice(0, len), position, next_offset, |item| {
+            if let ScanItem::Frame { header, .. } = item {
+                producers.record(
+                    &header.meta,
+                    header.base_offset,
+                    header.meta.max_timestamp_ms,
+                );
+            }
+        });
+    }
+    Ok(())
+}
+
 /// What recovery found in a partition's active segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -70,6 +100,7 @@ pub struct Recovered {
 }
 
 /// Opens the active segment at `base` in `dir`, recovering its tail.
+/// `sealed_bases` are the closed segments' base offsets, ascending.
 ///
 /// `clean` says the broker shut down cleanly (it flushed and checkpointed
 /// every partition and wrote its clean-shutdown marker): then a checkpoint
@@ -78,6 +109,7 @@ pub struct Recovered {
 pub fn recover_active(
     dir: &Path,
     base: u64,
+    sealed_bases: &[u64],
     config: &LogConfig,
     clean: bool,
 ) -> Result<(ActiveSegment, Recovered)> {
@@ -110,6 +142,16 @@ pub fn recover_active(
     let mut producers = saved_table
         .filter(|_| checkpoint.is_some() || saved_is_older)
         .unwrap_or_else(|| ProducerTable::new(DEFAULT_MAX_PRODUCERS));
+    if saved_is_older {
+        if let Some(c) = &saved {
+            // The checkpoint predates one roll or more (the roll's own
+            // checkpoint was skipped or failed): the batches written after
+            // it in the closed segments are not in its table. Replay them,
+            // or a retry of one of them would be stored again. Rare (a crash
+            // soon after a roll), and only those segments are read.
+            replay_sealed_producers(dir, c, sealed_bases, &mut producers)?;
+        }
+    }
     // What follows a valid checkpoint (all of this segment, when the
     // checkpoint names an older one: it was written before the roll) was
     // never flushed. A power cut may have left holes there (write-back

@@ -162,3 +162,44 @@ fn producer_state_survives_rolls_and_a_crash() {
     log.append(&meta(7, 0, 60, 1), &[b"next"])
         .expect("in order");
 }
+
+/// The checkpoints of the rolls could not be written (a directory blocks the
+/// temporary file, as a full disk would), so after a crash the newest
+/// checkpoint on disk predates two closed segments: recovery replays the
+/// batches of those segments into the producer table. Producer 7's last five
+/// batches are all in closed segments (producer 8 wrote the active one), so
+/// without the replay the table still expected batch 3 and its retry was
+/// stored a second time.
+#[test]
+fn producer_state_survives_rolls_whose_checkpoints_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = tiny_segments();
+    let log = open(dir.path(), &config);
+    let payload = vec![b'p'; 900];
+    let mut bases = Vec::new();
+    // 4 frames fill a 4 KiB segment: batches 0-3, then 4-7, then producer 8.
+    for i in 0..8 {
+        if i == 3 {
+            log.flush().expect("flush");
+            let tmp = dir.path().join("recovery-checkpoint.tmp");
+            std::fs::create_dir(&tmp).expect("block checkpoint writes");
+            std::fs::write(tmp.join("blocker"), b"x").expect("blocker");
+        }
+        bases.push(
+            log.append(&meta(7, 0, i * 2, 2), &[&payload])
+                .expect("append")
+                .base_offset,
+        );
+    }
+    for i in 0..3 {
+        log.append(&meta(8, 0, i, 1), &[&payload]).expect("append");
+    }
+    assert_eq!(log.stats().segment_count, 3, "{:?}", log.stats());
+    // The crash: no close.
+    drop(log);
+    std::fs::remove_dir_all(dir.path().join("recovery-checkpoint.tmp")).expect("unblock");
+    let log = open(dir.path(), &config);
+    assert_retries_are_duplicates(&log, &bases);
+    log.append(&meta(7, 0, 16, 1), &[b"next"])
+        .expect("in order");
+}
