@@ -12,6 +12,12 @@
 //! 3. Scan the tail frame by frame ([`scan`]): valid frames are re-indexed,
 //!    interior damage is kept and reported, a torn tail is zeroed and
 //!    reported with its byte count.
+//!
+//! One exception reads closed segments: when the newest checkpoint names a
+//! segment older than the active one (a crash right after a roll whose own
+//! checkpoint was skipped or could not be written), the closed segments
+//! written after it are scanned to rebuild the idempotent-producer table.
+//! That is normally the one segment rolled just before the crash.
 
 use std::path::Path;
 
