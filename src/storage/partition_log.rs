@@ -541,10 +541,12 @@ impl PartitionLog {
         w.cursor = IndexCursor::new();
         w.first_batch_ms = None;
         w.last_frame = (0, 0);
-        if !w.producers.is_empty() {
+        {
             // The old segment is synced: checkpoint the start of the new one,
             // so the producer state of the batches since the last flush
-            // survives a crash (recovery replays only the active segment).
+            // survives a crash, and recovery has no closed segment to read
+            // (it replays only the active segment; see `recovery`). A tiny
+            // file, once per segment, beside the three syncs above.
             let c = Checkpoint {
                 segment_base: w.next_offset,
                 position: 0,

@@ -15,9 +15,10 @@
 //!
 //! One exception reads closed segments: when the newest checkpoint names a
 //! segment older than the active one (a crash right after a roll whose own
-//! checkpoint was skipped or could not be written), the closed segments
+//! checkpoint could not be written), the closed segments
 //! written after it are scanned to rebuild the idempotent-producer table.
-//! That is normally the one segment rolled just before the crash.
+//! Every roll writes a checkpoint for the new segment, so this only happens
+//! after a roll whose checkpoint write failed (a full disk).
 
 use std::path::Path;
 
