@@ -38,6 +38,11 @@ pub struct Limits {
     /// just above it so that ours answers first, with a clear message.
     /// Default: 64 MiB.
     pub max_request_bytes: u32,
+    /// Request bytes held in memory at once, all connections together: a
+    /// request waits (unread) until its size fits, and one bigger than the
+    /// whole budget is refused with `RESOURCE_EXHAUSTED`. At least
+    /// `max_record_bytes`. Default: 256 MiB.
+    pub max_inflight_request_bytes: u32,
     /// Default `max_bytes` of a fetch that asks for 0. Default: 1 MiB.
     pub default_fetch_bytes: u32,
     /// Largest `max_bytes` a fetch may ask for. Default: 64 MiB.
@@ -64,6 +69,7 @@ impl Default for Limits {
         Limits {
             max_record_bytes: 1 << 20,
             max_request_bytes: 64 << 20,
+            max_inflight_request_bytes: 256 << 20,
             default_fetch_bytes: 1 << 20,
             max_fetch_bytes: 64 << 20,
             max_wait_ms: 60_000,
@@ -320,6 +326,15 @@ impl BrokerConfig {
         if l.max_request_bytes < l.max_record_bytes {
             return invalid(
                 "limits.max_request_bytes",
+                format!(
+                    "must be at least limits.max_record_bytes ({})",
+                    l.max_record_bytes
+                ),
+            );
+        }
+        if l.max_inflight_request_bytes < l.max_record_bytes {
+            return invalid(
+                "limits.max_inflight_request_bytes",
                 format!(
                     "must be at least limits.max_record_bytes ({})",
                     l.max_record_bytes

@@ -7,6 +7,7 @@
 //! | [`admin`]  | `strata.v1.Admin`: topics                            |
 //! | [`groups`] | `strata.v1.Groups`: the consumer-group coordinator   |
 //! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
+//! | [`budget`] | the budget of request bytes in flight, all services together |
 //! | [`connections`] | the cap on open client connections, and their count |
 //! | [`observe`] | per-call span, RPC metrics, slow-request log        |
 //! | [`auth`]   | authentication interceptor, permission/quota checks  |
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod connections;
 pub mod groups;
 pub mod limits;
@@ -301,20 +303,35 @@ fn build_router(
     let decode_limit = request_limit as usize + (1 << 20);
     let encode_limit = config.limits.max_fetch_bytes as usize * 2 + (1 << 20);
     let authenticate = access.interceptor();
+    // Authentication runs first, so unauthenticated requests never wait
+    // for (or hold) request budget.
+    let budget = budget::Budget::new(
+        config.limits.max_inflight_request_bytes,
+        config.limits.max_request_bytes,
+    );
     let log = LogServer::new(log::LogService::new(broker.clone()).with_access(access.clone()))
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(encode_limit);
-    let log = InterceptedService::new(log, authenticate.clone());
+    let log = InterceptedService::new(
+        budget::Budgeted::new(log, budget.clone()),
+        authenticate.clone(),
+    );
     let admin =
         AdminServer::new(admin::AdminService::new(broker.clone()).with_access(access.clone()))
             .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(encode_limit);
-    let admin = InterceptedService::new(admin, authenticate.clone());
+    let admin = InterceptedService::new(
+        budget::Budgeted::new(admin, budget.clone()),
+        authenticate.clone(),
+    );
     let groups =
         GroupsServer::new(groups::GroupsService::new(broker.clone()).with_access(access.clone()))
             .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(encode_limit);
-    let groups = InterceptedService::new(groups, authenticate.clone());
+    let groups = InterceptedService::new(
+        budget::Budgeted::new(groups, budget.clone()),
+        authenticate.clone(),
+    );
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
         health_reporter

@@ -74,6 +74,22 @@ pub fn access_status(err: &AccessError) -> Status {
     }
 }
 
+/// The answer to a request that waited `waited` for room in the in-flight
+/// request budget of `budget_bytes` and did not get it: `RESOURCE_EXHAUSTED`
+/// with a `retry-after-ms` hint (nothing was read or stored).
+pub fn budget_busy_status(budget_bytes: u32, waited: std::time::Duration) -> Status {
+    let mut status = Status::resource_exhausted(format!(
+        "the broker is busy: requests in flight hold its whole budget of {budget_bytes} bytes \
+         (limits.max_inflight_request_bytes) and this one waited {} ms for room; retry later",
+        waited.as_millis()
+    ));
+    // As long again as it waited: room comes back as requests finish.
+    if let Ok(value) = waited.as_millis().to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_MS, value);
+    }
+    status
+}
+
 fn storage_code(err: &StorageError) -> Code {
     match err {
         StorageError::OffsetOutOfRange { .. } => Code::OutOfRange,

@@ -10,6 +10,7 @@ mod flush_failure;
 mod groups_api;
 mod harness;
 mod http2_abuse;
+mod inflight;
 mod limits;
 mod load;
 mod log_api;
