@@ -6,6 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = strata::cli::Cli::parse();
+    if matches!(cli.command, strata::cli::Command::Serve(_)) {
+        strata::cli::serve::limit_malloc_arenas();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
