@@ -94,3 +94,96 @@ async fn rapid_reset_neither_crashes_nor_starves_the_broker() {
         "heap grew from {idle} to {after} KiB under the attack"
     );
 }
+
+/// Rapid-reset connections, one after another, until `stop`; returns the
+/// streams reset.
+async fn rapid_reset_until(addr: String, stop: tokio::sync::watch::Receiver<bool>) -> usize {
+    let mut total = 0;
+    while !*stop.borrow() {
+        total += rapid_reset(&addr).await;
+    }
+    total
+}
+
+/// Opens streams on one connection and never sends their bodies, holding
+/// as many as the broker allows, until `stop`; returns the streams opened.
+async fn stream_flood_until(addr: String, mut stop: tokio::sync::watch::Receiver<bool>) -> usize {
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut held = Vec::new();
+    while held.len() < 10_000 {
+        // `ready` waits for a free stream slot: once the broker's limit is
+        // reached, the flood just holds what it has until the end.
+        let ready = tokio::select! {
+            r = client.clone().ready() => r,
+            _ = stop.changed() => break,
+        };
+        let Ok(mut ready) = ready else { break };
+        let Ok((response, stream)) = ready.send_request(subscribe_headers(&addr), false) else {
+            break;
+        };
+        held.push((response, stream));
+        client = ready;
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    let opened = held.len();
+    drop(held);
+    drop(client);
+    driver.abort();
+    opened
+}
+
+/// Produce requests per second of one well-formed client (100 records of
+/// 100 B each) over `length`.
+async fn good_client_rate(b: &BrokerProcess, length: std::time::Duration) -> f64 {
+    let mut log = b.log().await;
+    let records: Vec<_> = (0..100).map(|_| record(&[7u8; 100])).collect();
+    let started = std::time::Instant::now();
+    let mut requests = 0u64;
+    while started.elapsed() < length {
+        log.produce(produce_req("t", Some(0), records.clone()))
+            .await
+            .expect("a well-formed client is served during the attack");
+        requests += 1;
+    }
+    requests as f64 / started.elapsed().as_secs_f64()
+}
+
+/// RELIABILITY 20's figure: a well-formed client's produce throughput
+/// alone, then while other connections rapid-reset streams and hold a
+/// stream flood. Prints the ratio (no timing is asserted).
+///
+/// ```sh
+/// STRATA_ABUSE_SECS=10 cargo test --release --test it abuse_throughput -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: STRATA_ABUSE_SECS=10 cargo test --release --test it abuse_throughput -- --ignored --nocapture"]
+async fn abuse_throughput() {
+    let secs: u64 = std::env::var("STRATA_ABUSE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let length = std::time::Duration::from_secs(secs);
+    let b = BrokerProcess::start();
+    create_topic(&b, "t", 1).await;
+    good_client_rate(&b, std::time::Duration::from_secs(1)).await; // warm-up
+    let baseline = good_client_rate(&b, length).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let reset = tokio::spawn(rapid_reset_until(b.addr.clone(), stop.clone()));
+    let flood = tokio::spawn(stream_flood_until(b.addr.clone(), stop.clone()));
+    let attacked = good_client_rate(&b, length).await;
+    stop_tx.send_replace(true);
+    let (reset, flood) = (reset.await.unwrap(), flood.await.unwrap());
+    let after = good_client_rate(&b, length).await;
+    eprintln!(
+        "abuse: good client {baseline:.0} produce requests/s alone, {attacked:.0}/s during the \
+         attack ({reset} streams rapid-reset, {flood} streams held open on another connection), \
+         {after:.0}/s after: {:.0} % of baseline during the attack",
+        attacked / baseline * 100.0
+    );
+}

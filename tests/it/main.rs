@@ -6,6 +6,7 @@ mod cli;
 mod corruption;
 mod crash;
 mod disk_full;
+mod floods;
 mod flush_failure;
 mod groups_api;
 mod harness;
