@@ -161,7 +161,7 @@ where
         let budget = self.budget.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let mut body = Prefixed::read(Box::pin(body)).await;
+            let body = Prefixed::read(Box::pin(body)).await;
             let permit = match body.message_bytes() {
                 Some(length) => match budget.admit(length, BUDGET_WAIT).await {
                     Ok(permit) => permit,
@@ -173,7 +173,6 @@ where
                 },
                 None => None,
             };
-            body.head.shrink_to_fit();
             let response = inner.call(http::Request::from_parts(parts, body)).await;
             drop(permit);
             response

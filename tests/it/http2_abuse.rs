@@ -105,8 +105,9 @@ async fn rapid_reset_until(addr: String, stop: tokio::sync::watch::Receiver<bool
     total
 }
 
-/// Opens streams on one connection and never sends their bodies, holding
-/// as many as the broker allows, until `stop`; returns the streams opened.
+/// Opens 10,000 streams on one connection and never sends their bodies,
+/// holding them until `stop` (the broker admits `max_concurrent_streams` at
+/// a time; h2 queues the rest in the client); returns the streams opened.
 async fn stream_flood_until(addr: String, mut stop: tokio::sync::watch::Receiver<bool>) -> usize {
     let tcp = tokio::net::TcpStream::connect(&addr)
         .await
@@ -182,7 +183,8 @@ async fn abuse_throughput() {
     let after = good_client_rate(&b, length).await;
     eprintln!(
         "abuse: good client {baseline:.0} produce requests/s alone, {attacked:.0}/s during the \
-         attack ({reset} streams rapid-reset, {flood} streams held open on another connection), \
+         attack ({reset} streams rapid-reset; {flood} streams opened and held on another connection, \
+         which the broker admits 1,024 at a time), \
          {after:.0}/s after: {:.0} % of baseline during the attack",
         attacked / baseline * 100.0
     );
