@@ -232,9 +232,10 @@ pub struct GroupArgs {
 /// threads) the broker's anonymous memory grew about 50 KiB/min for as long
 /// as the 10-minute soak ran (+8.2 %) while the live heap, traced with
 /// heaptrack, stayed flat; with one arena the same soak stays flat (with
-/// two it still grew). The hot paths allocate little (zero-copy produce
-/// requests, a memcpy into the mapped segment), which keeps contention on
-/// the one arena low; README "Reliability tests" has the figures.
+/// two it still grew; a periodic `malloc_trim` did not stop it either). It
+/// has a price: W1-shaped produce throughput measured about 12 % lower with
+/// one arena than with glibc's default (README "Reliability tests"), so a
+/// deployment that puts throughput first sets `MALLOC_ARENA_MAX`.
 pub const MALLOC_ARENAS: i32 = 1;
 
 /// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] for the broker process
