@@ -272,15 +272,37 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn at_end(&self) -> bool {
         self.pos >= self.end
     }
 
+    #[inline]
     fn available(&self) -> usize {
         self.end.saturating_sub(self.pos)
     }
 
+    /// Reads a varint. Inlined, with a fast path for the one-byte case:
+    /// field keys, and the lengths of records under 128 bytes and of their
+    /// keys and values, are all one byte, so in a typical batch every varint
+    /// takes it.
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        if self.pos < self.end {
+            if let Some(&byte) = self.buf.get(self.pos) {
+                if byte < 0x80 {
+                    self.pos += 1;
+                    return Ok(u64::from(byte));
+                }
+            }
+        }
+        self.varint_slow()
+    }
+
+    /// [`Reader::varint`] for multi-byte values and errors.
+    #[cold]
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let start = self.pos;
         let mut value = 0u64;
         for i in 0..10u32 {
@@ -313,6 +335,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a field key; returns (field number, wire type).
+    #[inline]
     fn key(&mut self) -> Result<(u32, u8), WireError> {
         let offset = self.pos;
         let key = self.varint()?;
@@ -329,6 +352,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes `len` bytes (already known) as a sub-reader, advancing past them.
+    #[inline]
     fn take(
         &mut self,
         len: u64,
@@ -356,6 +380,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length prefix and takes that many bytes as a sub-reader.
+    #[inline]
     fn len_delimited(&mut self, what: &'static str) -> Result<Reader<'a>, WireError> {
         let offset = self.pos;
         let len = self.varint()?;
@@ -366,6 +391,7 @@ impl<'a> Reader<'a> {
         self.buf.get(self.pos..self.end).unwrap_or(&[])
     }
 
+    #[inline]
     fn expect_wire_type(
         &self,
         what: &'static str,
@@ -432,6 +458,7 @@ impl<'a> Reader<'a> {
 
     /// Reads the key and length prefix of the next records entry and checks bounds.
     /// Returns the sub-reader over the encoded `Record`.
+    #[inline]
     fn record_entry(&mut self) -> Result<Reader<'a>, WireError> {
         let offset = self.pos;
         let (field, wire_type) = self.key()?;
@@ -448,6 +475,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Validates one encoded `Record` and returns its `timestamp_ms`.
+#[inline]
 fn scan_record(r: &mut Reader<'_>) -> Result<i64, WireError> {
     let mut timestamp_ms = 0i64;
     let mut header = 0u32;
