@@ -732,3 +732,37 @@ async fn heartbeat_members_split_partitions_and_hand_them_over_exactly_once() {
     assert_eq!(committed.len(), 4);
     assert!(committed.iter().all(|o| o.offset == 200), "{committed:?}");
 }
+
+/// A broker that stops answering without closing the connection (here a
+/// proxy swallows everything it sends, keep-alive acknowledgements
+/// included): the client's HTTP/2 keep-alive gives up after
+/// `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT` and the call fails as a
+/// connection error, which the producer retries, instead of waiting forever.
+/// (Takes about 30 s; the 120 s timeout only guards against a hang.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_broker_fails_calls_instead_of_hanging_them() {
+    let b = BrokerProcess::start();
+    create_topic(&b, "silent", 1).await;
+    let proxy = LossyProxy::start(b.addr.clone()).await;
+    let client = Client::connect(&proxy.addr).await.unwrap();
+    let record = || {
+        vec![Record {
+            value: b"x".to_vec(),
+            ..Default::default()
+        }]
+    };
+    client
+        .produce("silent", Some(0), record(), Acks::Leader)
+        .await
+        .expect("through the proxy");
+    proxy.swallow_answers(true);
+    let bound = strata::client::KEEPALIVE_INTERVAL + strata::client::KEEPALIVE_TIMEOUT;
+    let outcome = tokio::time::timeout(
+        bound * 4,
+        client.produce("silent", Some(0), record(), Acks::Leader),
+    )
+    .await
+    .expect("the call must fail, not hang");
+    let error = outcome.expect_err("no answer can arrive");
+    assert!(error.is_connection_error(), "{error:?}");
+}
