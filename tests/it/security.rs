@@ -438,11 +438,39 @@ permissions = ["produce:other", "consume:other", "admin:other", "group:other"]
     path
 }
 
-async fn connection(addr: &str, token: Option<&str>) -> Connection {
-    let options = ConnectOptions {
+/// Plaintext options carrying `token`.
+fn with_token(token: Option<&str>) -> ConnectOptions {
+    ConnectOptions {
         tls: None,
         token: token.map(str::to_string),
-    };
+    }
+}
+
+/// A broker whose auth file adds one principal, `name` with `token`, allowed
+/// to produce to and consume topic `t` (with `limits`: extra lines such as
+/// quotas), and topic `t`, created by the admin.
+async fn broker_with_topic_t(dir: &Path, name: &str, token: &str, limits: &str) -> BrokerProcess {
+    let auth = write_auth_file(
+        dir,
+        &format!(
+            "[[principal]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\npermissions = [\"produce:t\", \"consume:t\"]\n{limits}",
+            hash(token)
+        ),
+    );
+    let b = BrokerProcess::start_with(&["--auth-file", arg(&auth)]);
+    AdminClient::new(connection(&b.addr, Some(ADMIN_TOKEN)).await)
+        .create_topic(CreateTopicRequest {
+            name: "t".into(),
+            partitions: 1,
+            config: None,
+        })
+        .await
+        .unwrap();
+    b
+}
+
+async fn connection(addr: &str, token: Option<&str>) -> Connection {
+    let options = with_token(token);
     strata::client::connect::connect(addr, &options)
         .await
         .unwrap()
@@ -898,23 +926,14 @@ async fn quotas_refuse_with_a_retry_hint_and_append_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // 10 bytes/s: after the first request the bucket is seconds in debt, so
     // the test does not depend on how fast it runs.
-    let auth = write_auth_file(
+    let b = broker_with_topic_t(
         dir.path(),
-        &format!(
-            "[[principal]]\nname = \"slow\"\ntoken_sha256 = \"{}\"\npermissions = [\"produce:t\", \"consume:t\"]\nproduce_bytes_per_sec = 10\nfetch_bytes_per_sec = 10\n",
-            hash("slow-token")
-        ),
-    );
-    let b = BrokerProcess::start_with(&["--auth-file", arg(&auth)]);
+        "slow",
+        "slow-token",
+        "produce_bytes_per_sec = 10\nfetch_bytes_per_sec = 10\n",
+    )
+    .await;
     let admin = connection(&b.addr, Some(ADMIN_TOKEN)).await;
-    AdminClient::new(admin.clone())
-        .create_topic(CreateTopicRequest {
-            name: "t".into(),
-            partitions: 1,
-            config: None,
-        })
-        .await
-        .unwrap();
     let slow = connection(&b.addr, Some("slow-token")).await;
     let mut log = LogClient::new(slow.clone());
     log.produce(produce_req("t", Some(0), vec![record(&[b'x'; 100])]))
@@ -939,15 +958,9 @@ async fn quotas_refuse_with_a_retry_hint_and_append_nothing() {
         .parse()
         .unwrap();
     assert!(hint > 1000, "about ten seconds of debt: {hint} ms");
-    let client = strata::client::Client::connect_with(
-        &b.addr,
-        &ConnectOptions {
-            tls: None,
-            token: Some("slow-token".into()),
-        },
-    )
-    .await
-    .unwrap();
+    let client = strata::client::Client::connect_with(&b.addr, &with_token(Some("slow-token")))
+        .await
+        .unwrap();
     let err = client
         .produce(
             "t",
@@ -1005,31 +1018,16 @@ async fn the_producer_waits_out_quota_hints_and_stores_everything_once() {
     let dir = tempfile::tempdir().unwrap();
     // 4 KiB/s with 2 KiB records sent one per request: the first fits the
     // burst, most of the rest are refused with hints and must be resent.
-    let auth = write_auth_file(
+    let b = broker_with_topic_t(
         dir.path(),
-        &format!(
-            "[[principal]]\nname = \"app\"\ntoken_sha256 = \"{}\"\npermissions = [\"produce:t\", \"consume:t\"]\nproduce_bytes_per_sec = 4096\n",
-            hash("app-token")
-        ),
-    );
-    let b = BrokerProcess::start_with(&["--auth-file", arg(&auth)]);
-    AdminClient::new(connection(&b.addr, Some(ADMIN_TOKEN)).await)
-        .create_topic(CreateTopicRequest {
-            name: "t".into(),
-            partitions: 1,
-            config: None,
-        })
+        "app",
+        "app-token",
+        "produce_bytes_per_sec = 4096\n",
+    )
+    .await;
+    let client = strata::client::Client::connect_with(&b.addr, &with_token(Some("app-token")))
         .await
         .unwrap();
-    let client = strata::client::Client::connect_with(
-        &b.addr,
-        &ConnectOptions {
-            tls: None,
-            token: Some("app-token".into()),
-        },
-    )
-    .await
-    .unwrap();
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -1072,13 +1070,7 @@ async fn the_auth_file_reloads_on_sighup_and_a_broken_one_keeps_the_old() {
     );
     let names = |token: &'static str| {
         let addr = b.addr.clone();
-        async move {
-            let options = ConnectOptions {
-                tls: None,
-                token: Some(token.into()),
-            };
-            list_topics(&addr, &options).await
-        }
+        async move { list_topics(&addr, &with_token(Some(token))).await }
     };
     assert!(names("new-token")
         .await
