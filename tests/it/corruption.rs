@@ -9,26 +9,37 @@ use tonic::Code;
 use crate::harness::BrokerProcess;
 use crate::log_api::{create_topic, produce_req, record};
 
-#[tokio::test]
-async fn a_flipped_bit_in_a_closed_segment_is_found_and_never_served() {
-    let scrub = [
-        "--default-segment-bytes",
-        "1048576",
-        "--scrub-interval-ms",
-        "50",
-        "--scrub-bytes-per-sec",
-        "1000000000",
-    ];
-    let mut b = BrokerProcess::start_with(&scrub);
+/// Flags for 1 MiB segments and a scrubber that passes every 50 ms.
+pub const SCRUB_FLAGS: [&str; 6] = [
+    "--default-segment-bytes",
+    "1048576",
+    "--scrub-interval-ms",
+    "50",
+    "--scrub-bytes-per-sec",
+    "1000000000",
+];
+
+/// A broker started with [`SCRUB_FLAGS`] and `extra`, whose topic `c` holds
+/// 30 batches of one 100 KB record each (record `i` is 100,000 bytes of
+/// `i`): ten frames per segment, so three segments, the active one from
+/// offset 20.
+pub async fn scrubbed_broker_with_three_segments(extra: &[&str]) -> BrokerProcess {
+    let flags: Vec<&str> = SCRUB_FLAGS.iter().chain(extra).copied().collect();
+    let b = BrokerProcess::start_with(&flags);
     create_topic(&b, "c", 1).await;
     let mut log = b.log().await;
-    // 30 batches of 100 KB: three 1 MiB segments or so.
     for i in 0..30u8 {
         log.produce(produce_req("c", Some(0), vec![record(&vec![i; 100_000])]))
             .await
-            .unwrap();
+            .expect("produce");
     }
-    drop(log);
+    b
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_a_closed_segment_is_found_and_never_served() {
+    let scrub = SCRUB_FLAGS;
+    let mut b = scrubbed_broker_with_three_segments(&[]).await;
     assert!(b.stop().await);
     // Flip one bit in the payload of the third batch of the first segment
     // (each frame: 64-byte header, 4 bytes of framing, a 100,004-byte record).

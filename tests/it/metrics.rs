@@ -428,27 +428,13 @@ async fn a_slow_request_is_logged_as_json_with_its_span_fields() {
 /// and the read that meets it.
 #[tokio::test]
 async fn truncations_scrubber_findings_and_crc_failures_are_counted() {
-    let flags = [
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--default-segment-bytes",
-        "1048576",
-        "--scrub-interval-ms",
-        "50",
-        "--scrub-bytes-per-sec",
-        "1000000000",
-    ];
-    let mut b = BrokerProcess::start_with(&flags);
-    create_topic(&b, "c", 1).await;
-    let mut log = b.log().await;
-    // 30 frames of equal size, a little over 100 KB: ten per 1 MiB
-    // segment, so the active segment starts at offset 20.
-    for i in 0..30u8 {
-        log.produce(produce_req("c", Some(0), vec![record(&vec![i; 100_000])]))
-            .await
-            .expect("produce");
-    }
-    drop(log);
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let mut b = crate::corruption::scrubbed_broker_with_three_segments(&metrics).await;
+    let flags: Vec<&str> = crate::corruption::SCRUB_FLAGS
+        .iter()
+        .chain(&metrics)
+        .copied()
+        .collect();
     let s = scrape(&b).await;
     let size = get(&s, "strata_log_size_bytes{topic=\"c\",partition=\"0\"}") as usize;
     assert_eq!(
