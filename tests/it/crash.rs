@@ -255,16 +255,7 @@ async fn acknowledged_records_and_group_commits_survive_kill_9() {
     drain_and_check_coverage(&b, &seen).await;
     report(rounds, &ledger, &seen, &recovery);
     assert!(b.stop().await);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("verify")
-        .arg(&b.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify after the crashes: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    crate::harness::assert_verify_clean(&b.data_dir, "the crashes");
 }
 
 /// A standalone commit (no member) to group `auditors` on partition 0,

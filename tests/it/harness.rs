@@ -246,3 +246,18 @@ impl Drop for BrokerProcess {
         self.kill();
     }
 }
+
+/// Runs `strata verify DATA_DIR` and fails, with its report, unless every
+/// CRC checked clean; `after` names what came before, for the message.
+pub fn assert_verify_clean(data_dir: &std::path::Path, after: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("verify")
+        .arg(data_dir)
+        .output()
+        .expect("run strata verify");
+    assert!(
+        out.status.success(),
+        "verify after {after}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -254,16 +254,7 @@ async fn soak() {
     drop(client);
     let mut b = b;
     assert!(b.stop().await, "clean stop");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("verify")
-        .arg(&b.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify after the soak: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    crate::harness::assert_verify_clean(&b.data_dir, "the soak");
 }
 
 /// Samples resources every [`SAMPLE_EVERY`] for `length`, printing each
