@@ -152,7 +152,7 @@ pub fn recover_active(
     if saved_is_older {
         if let Some(c) = &saved {
             // The checkpoint predates one roll or more (the roll's own
-            // checkpoint was skipped or failed): the batches written after
+            // checkpoint could not be written): the batches written after
             // it in the closed segments are not in its table. Replay them,
             // or a retry of one of them would be stored again. Rare (a crash
             // soon after a roll), and only those segments are read.
