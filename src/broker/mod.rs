@@ -11,6 +11,7 @@
 //! | [`tasks`]    | the background flusher and retention job                    |
 //! | [`error`]    | `BrokerError`                                               |
 
+pub mod append_queue;
 pub mod error;
 pub mod fetch;
 pub mod groups;

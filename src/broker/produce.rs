@@ -30,15 +30,17 @@
 //! `timestamp_ms` in the payload; 0 there means "the batch's append time".
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::append_queue;
 use super::error::{BrokerError, Result};
 use super::Broker;
 use crate::storage::counters::Histogram;
 use crate::storage::producers::SequenceError;
-use crate::storage::{now_ms, AppendInfo, BatchMeta, StorageError};
+use crate::storage::{AppendInfo, BatchMeta, StorageError};
 use crate::wire::{scan_records, RECORDS_KEY_BYTE};
 
 /// How long a batch whose sequence runs ahead waits for its predecessor
@@ -143,7 +145,7 @@ impl Broker {
             },
         };
         let partition = topic.partition(partition_id)?.clone();
-        let mut meta = BatchMeta {
+        let meta = BatchMeta {
             record_count: summary.record_count,
             first_timestamp_ms: 0,
             max_timestamp_ms: 0,
@@ -153,10 +155,9 @@ impl Broker {
             attributes: 0,
         };
         let info = if input.producer_id == 0 {
-            // A memcpy into the map: short, bounded by the request size.
-            append_now(&partition.log, &mut meta, &input.records)?
+            append_queue::append(&partition, meta, input.records.clone()).await?
         } else {
-            self.append_in_sequence(&partition, &mut meta, &input.records)
+            self.append_in_sequence(&partition, meta, &input.records)
                 .await?
         };
         if partition.is_deleted() {
@@ -169,7 +170,6 @@ impl Broker {
         // A duplicate answers with the original batch's time.
         let append_time_ms = info.batch_time_ms;
         if !info.duplicate {
-            partition.appended(info.next_offset);
             // A duplicate is answered, not stored: it is not counted.
             let bytes = input.records.len() as u64;
             partition
@@ -201,15 +201,15 @@ impl Broker {
     /// missing predecessor that may still be on its way.
     async fn append_in_sequence(
         &self,
-        partition: &super::topics::Partition,
-        meta: &mut BatchMeta,
-        records: &[u8],
+        partition: &Arc<super::topics::Partition>,
+        meta: BatchMeta,
+        records: &Bytes,
     ) -> Result<AppendInfo> {
         // Subscribe before the first attempt so no append in between is missed.
         let mut appends = partition.watch_high_watermark();
         let deadline = tokio::time::Instant::now() + SEQUENCE_GAP_WAIT;
         loop {
-            match append_now(&partition.log, meta, records) {
+            match append_queue::append(partition, meta, records.clone()).await {
                 Err(BrokerError::Storage(StorageError::Sequence(SequenceError::OutOfOrder {
                     ..
                 }))) if tokio::time::Instant::now() < deadline && !self.is_shutting_down() => {
@@ -217,36 +217,13 @@ impl Broker {
                     match tokio::time::timeout_at(deadline, appends.changed()).await {
                         Ok(Ok(())) => continue,
                         // Deadline or a deleted partition: one last attempt.
-                        _ => return append_now(&partition.log, meta, records),
+                        _ => return append_queue::append(partition, meta, records.clone()).await,
                     }
                 }
                 other => return other,
             }
         }
     }
-}
-
-/// Appends `records` as one batch stamped with the current time.
-fn append_now(
-    log: &crate::storage::PartitionLog,
-    meta: &mut BatchMeta,
-    records: &[u8],
-) -> Result<AppendInfo> {
-    let append_time_ms = now_ms();
-    meta.first_timestamp_ms = append_time_ms;
-    meta.max_timestamp_ms = append_time_ms;
-    // Appends to one partition take turns on its writer lock. A worker that
-    // would wait for it hands its other tasks to another thread first, so
-    // a busy partition does not idle half of a small machine's workers.
-    let wait_in_place = log.writer_busy()
-        && tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let info = if wait_in_place {
-        tokio::task::block_in_place(|| log.append(meta, &[records]))
-    } else {
-        log.append(meta, &[records])
-    };
-    Ok(info?)
 }
 
 /// The key of the first record of a records payload, if the bytes allow it.

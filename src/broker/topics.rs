@@ -220,6 +220,8 @@ pub struct Partition {
     dirty: AtomicBool,
     /// Set when the topic is deleted: waiters wake up and give up.
     deleted: AtomicBool,
+    /// Batches waiting for the writer (see [`super::append_queue`]).
+    pub(crate) append_queue: super::append_queue::AppendQueue,
 }
 
 impl Partition {
@@ -233,6 +235,7 @@ impl Partition {
             high_watermark: tx,
             dirty: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            append_queue: Default::default(),
         }
     }
 

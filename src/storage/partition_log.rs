@@ -337,16 +337,6 @@ impl PartitionLog {
             .clone()
     }
 
-    /// Whether another thread holds the writer lock right now (an append,
-    /// a roll or a flush's bookkeeping): an [`append`](Self::append) now
-    /// would wait for it. A hint only; the answer may be stale at once.
-    pub fn writer_busy(&self) -> bool {
-        matches!(
-            self.writer.try_lock(),
-            Err(std::sync::TryLockError::WouldBlock)
-        )
-    }
-
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().expect("writer lock poisoned")
     }
