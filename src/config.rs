@@ -59,6 +59,11 @@ pub struct Limits {
     /// it is accepted (the client sees `UNAVAILABLE`) and a warning names the
     /// limit. Default: 4,096.
     pub max_connections: u32,
+    /// HTTP/2 stream resets (`RST_STREAM`) a connection may send per
+    /// second; past it the connection is closed (the "rapid reset" attack,
+    /// CVE-2023-44487). A client cancelling long-polls or the odd timed-out
+    /// call stays far below it. 0 = no limit. Default: 1,000.
+    pub max_stream_resets_per_sec: u32,
     /// Sealed segments kept memory-mapped at once (each costs one map of
     /// the kernel's `vm.max_map_count`). Default: 4,096.
     pub max_open_segment_maps: u32,
@@ -77,6 +82,7 @@ impl Default for Limits {
             max_partitions: 100_000,
             max_concurrent_streams: 1024,
             max_connections: 4096,
+            max_stream_resets_per_sec: 1000,
             max_open_segment_maps: 4096,
         }
     }

@@ -9,6 +9,7 @@
 //! | [`status`] | the one `BrokerError` → `tonic::Status` mapping      |
 //! | [`budget`] | the budget of request bytes in flight, all services together |
 //! | [`connections`] | the cap on open client connections, and their count |
+//! | [`resets`] | closing connections that reset streams too fast   |
 //! | [`observe`] | per-call span, RPC metrics, slow-request log        |
 //! | [`auth`]   | authentication interceptor, permission/quota checks  |
 //! | [`tls`]    | TLS accept loop with reloadable certificates         |
@@ -30,6 +31,7 @@ pub mod limits;
 pub mod log;
 pub mod observe;
 pub mod reload;
+pub mod resets;
 pub mod status;
 pub mod tls;
 pub mod x509;
@@ -192,7 +194,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
     );
     let handshake_timeout =
         std::time::Duration::from_millis(config.security.tls_handshake_timeout_ms);
-    let max_connections = config.limits.max_connections as usize;
+    let connection_limits = connections::ConnectionLimits {
+        max_connections: config.limits.max_connections as usize,
+        max_stream_resets_per_sec: config.limits.max_stream_resets_per_sec,
+    };
     let mut shutdown = broker.shutdown_signal();
     let serving = broker.clone();
     let mut grace = broker.shutdown_signal();
@@ -208,7 +213,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
             Some(state) => Box::pin(router.serve_with_incoming_shutdown(
                 connections::limit(
                     tls::incoming(listener, state, handshake_timeout),
-                    max_connections,
+                    connection_limits,
                 ),
                 signal,
             )),
@@ -218,7 +223,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, ServeError> {
             None => Box::pin(router.serve_with_incoming_shutdown(
                 connections::limit(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    max_connections,
+                    connection_limits,
                 ),
                 signal,
             )),

@@ -151,6 +151,10 @@ pub struct LimitArgs {
     /// Open client connections; more are closed at once [default: 4096].
     #[arg(long, value_name = "N", env = "STRATA_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
+    /// Stream resets a connection may send per second before it is closed;
+    /// 0 = no limit [default: 1000].
+    #[arg(long, value_name = "N", env = "STRATA_MAX_STREAM_RESETS_PER_SEC")]
+    pub max_stream_resets_per_sec: Option<u32>,
     /// Sealed segments kept memory-mapped at once [default: 4096].
     #[arg(long, value_name = "N", env = "STRATA_MAX_OPEN_SEGMENT_MAPS")]
     pub max_open_segment_maps: Option<u32>,
@@ -314,6 +318,10 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut l.max_partitions, &a.max_partitions);
     set(&mut l.max_concurrent_streams, &a.max_concurrent_streams);
     set(&mut l.max_connections, &a.max_connections);
+    set(
+        &mut l.max_stream_resets_per_sec,
+        &a.max_stream_resets_per_sec,
+    );
     set(&mut l.max_open_segment_maps, &a.max_open_segment_maps);
 
     let (t, a) = (&mut base.topic_defaults, &args.topic_defaults);
@@ -556,6 +564,10 @@ mod tests {
                 l.max_concurrent_streams.to_string(),
             ),
             ("max-connections", l.max_connections.to_string()),
+            (
+                "max-stream-resets-per-sec",
+                l.max_stream_resets_per_sec.to_string(),
+            ),
             ("max-open-segment-maps", l.max_open_segment_maps.to_string()),
             ("default-partitions", t.partitions.to_string()),
             ("default-retention-ms", t.retention_ms.to_string()),

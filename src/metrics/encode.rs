@@ -178,6 +178,13 @@ fn rpc(enc: &mut DescriptorEncoder, s: &Scrape) -> std::fmt::Result {
     )?;
     counter(
         enc,
+        "strata_connections_closed_for_resets",
+        "Client connections closed because they reset streams faster than \
+         max_stream_resets_per_sec (rapid reset).",
+        [(Labels::new(), s.connections_closed_for_resets)],
+    )?;
+    counter(
+        enc,
         "strata_auth_failures",
         "Requests refused because their credentials were missing or wrong.",
         [(Labels::new(), s.auth_failures)],

@@ -105,6 +105,8 @@ pub struct Scrape {
     pub connections_accepted: u64,
     /// Client connections refused (closed at once) at `max_connections`.
     pub connections_refused: u64,
+    /// Client connections closed for resetting streams too fast.
+    pub connections_closed_for_resets: u64,
     /// Failed authentications.
     pub auth_failures: u64,
     /// Files and maps.
@@ -155,6 +157,7 @@ impl Scrape {
             connected_clients: connections::connected(),
             connections_accepted: connections::accepted(),
             connections_refused: connections::refused(),
+            connections_closed_for_resets: connections::closed_for_resets(),
             auth_failures: super::auth_failures(),
             resources: resources(&broker.config().data_dir),
         }

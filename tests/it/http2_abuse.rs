@@ -1,13 +1,18 @@
 //! HTTP/2 abuse (RELIABILITY.md scenario 20): a client that opens streams
 //! and resets them at once, thousands of times on one connection (the
-//! "rapid reset" attack, CVE-2023-44487). The broker may close that
-//! connection; it must not crash, must keep serving everyone else, and must
-//! not grow its memory with the attack.
+//! "rapid reset" attack, CVE-2023-44487). The broker closes that
+//! connection once it resets more than `limits.max_stream_resets_per_sec`
+//! streams in a second, leaves a client that cancels now and then alone,
+//! does not crash, keeps serving everyone else, and does not grow its
+//! memory with the attack.
 
-use strata::proto::v1::{DescribeTopicRequest, FetchRequest};
+use std::time::Duration;
+
+use strata::proto::v1::{DescribeTopicRequest, FetchRequest, SubscribeRequest};
 
 use crate::harness::BrokerProcess;
 use crate::log_api::{create_topic, produce_req, record};
+use crate::metrics::scrape;
 
 /// Streams opened and reset by the attacker.
 const RESETS: usize = 10_000;
@@ -93,6 +98,141 @@ async fn rapid_reset_neither_crashes_nor_starves_the_broker() {
         after < idle + (32 << 10),
         "heap grew from {idle} to {after} KiB under the attack"
     );
+}
+
+/// A `Subscribe` request body: one gRPC message (uncompressed flag,
+/// big-endian length, `SubscribeRequest` for topic `t` from offset 0).
+fn subscribe_body() -> bytes::Bytes {
+    use prost::Message;
+    let message = SubscribeRequest {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend((message.len() as u32).to_be_bytes());
+    body.extend(message);
+    body.into()
+}
+
+/// Opens up to `count` subscriptions on one connection, one at a time, and
+/// resets each as soon as the broker has answered its headers; then keeps
+/// the connection open until the broker closes it. Returns the streams
+/// reset, or `None` if the broker had not closed the connection after
+/// `bound` (a failure detector, not synchronization).
+///
+/// Waiting for the answer makes every reset hit a stream the broker has
+/// accepted: the case h2's own limit (20 streams reset before the accept)
+/// leaves to Strata.
+async fn resets_until_closed(addr: &str, count: usize, bound: Duration) -> Option<usize> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    let mut driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut reset = 0;
+    while reset < count {
+        let Ok(mut ready) = client.clone().ready().await else {
+            break;
+        };
+        let Ok((response, mut stream)) = ready.send_request(subscribe_headers(addr), false) else {
+            break;
+        };
+        if stream.send_data(subscribe_body(), true).is_err() || response.await.is_err() {
+            break;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        reset += 1;
+        client = ready;
+    }
+    // `client` stays alive: only the broker can end the connection now.
+    let closed = tokio::time::timeout(bound, &mut driver).await.is_ok();
+    driver.abort();
+    drop(client);
+    closed.then_some(reset)
+}
+
+/// A client that cancels what it no longer wants (subscriptions it stops
+/// reading, long-polls it gives up on) stays well below the reset limit and
+/// keeps its connection; a connection that resets streams as fast as it
+/// can is closed and counted, and the broker keeps serving the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_connection_is_closed_and_a_cancelling_client_is_not() {
+    const LIMIT: usize = 100;
+    let limit = LIMIT.to_string();
+    let b = BrokerProcess::start_with(&[
+        "--max-stream-resets-per-sec",
+        &limit,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    create_topic(&b, "t", 1).await;
+    let mut log = b.log().await;
+    let before = scrape(&b).await;
+
+    // The well-behaved client: produces, with LIMIT - 10 cancellations in
+    // well under a second. A subscription's response headers prove the
+    // broker holds its stream, so dropping it sends a RST_STREAM that the
+    // broker sees.
+    for i in 0..(LIMIT - 10) / 2 {
+        log.produce(produce_req("t", Some(0), vec![record(b"v")]))
+            .await
+            .unwrap();
+        let subscription = log
+            .subscribe(SubscribeRequest {
+                topic: "t".into(),
+                partition: 0,
+                offset: i as u64 + 1,
+            })
+            .await
+            .unwrap();
+        drop(subscription);
+        let long_poll = log.fetch(FetchRequest {
+            topic: "t".into(),
+            partition: 0,
+            offset: i as u64 + 1,
+            max_bytes: 0,
+            max_wait_ms: 30_000,
+        });
+        // The client gives up on the long-poll (nothing is produced).
+        assert!(tokio::time::timeout(Duration::from_millis(5), long_poll)
+            .await
+            .is_err());
+    }
+    log.produce(produce_req("t", Some(0), vec![record(b"still here")]))
+        .await
+        .unwrap();
+    let calm = scrape(&b).await;
+    let delta = |now: &std::collections::HashMap<String, f64>, name: &str| {
+        now[name] - before.get(name).copied().unwrap_or(0.0)
+    };
+    assert_eq!(
+        delta(&calm, "strata_connections_closed_for_resets_total"),
+        0.0
+    );
+    // Its connection was never replaced (tonic would reconnect silently).
+    assert_eq!(delta(&calm, "strata_connections_accepted_total"), 0.0);
+
+    // The attacker: closed after LIMIT + 1 resets within a second, long
+    // before 10,000.
+    let reset = resets_until_closed(&b.addr, RESETS, Duration::from_secs(30))
+        .await
+        .expect("the broker closed the rapid-reset connection");
+    let after = scrape(&b).await;
+    eprintln!("rapid reset: connection closed after {reset} streams opened and reset");
+    assert!(reset < RESETS);
+    assert_eq!(
+        delta(&after, "strata_connections_closed_for_resets_total"),
+        1.0
+    );
+    // The well-behaved client is served on the same connection as before.
+    log.produce(produce_req("t", Some(0), vec![record(b"after")]))
+        .await
+        .unwrap();
+    assert_eq!(delta(&after, "strata_connections_accepted_total"), 1.0);
+    let end = scrape(&b).await;
+    assert_eq!(delta(&end, "strata_connections_accepted_total"), 1.0);
 }
 
 /// Rapid-reset connections, one after another, until `stop`; returns the
