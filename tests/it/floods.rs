@@ -5,6 +5,12 @@
 //! `strata_auth_failures_total`, the heap stays bounded, and an authorised
 //! client that connected before the flood keeps being served (its latency
 //! is printed, never asserted).
+//!
+//! The attacker runs on a runtime of its own: on the test's runtime its
+//! 50 concurrent calls and its connect loop queue ahead of the authorised
+//! client's calls, and the printed latency would measure the test process's
+//! scheduler rather than the broker. Both still share the machine's cores
+//! with the broker.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,7 +19,7 @@ use strata::auth::token::TokenDigest;
 use strata::client::{Client, ConnectOptions};
 use tonic::Code;
 
-use crate::harness::BrokerProcess;
+use crate::harness::{attacker_runtime, BrokerProcess};
 use crate::metrics::scrape;
 
 const TOKEN: &str = "flood-test-token";
@@ -113,30 +119,46 @@ async fn connection_and_auth_floods_are_capped_counted_and_bounded() {
     latencies(&good, 100).await; // warm-up
     let baseline = latencies(&good, 500).await;
     // The attacker's authenticating connection is open before the held
-    // connections fill the cap (its first refusal opens it).
-    let wrong = ConnectOptions {
-        tls: None,
-        token: Some("wrong-token".into()),
-    };
-    let attacker = Client::connect_with(&b.addr, &wrong).await.unwrap();
-    assert_eq!(
-        attacker.list_topics().await.unwrap_err().code(),
-        Code::Unauthenticated
-    );
+    // connections fill the cap (its first refusal opens it). It lives on
+    // the attacker's runtime, with everything else the attacker does.
+    let attack = attacker_runtime(1);
+    let addr = b.addr.clone();
+    let attacker = attack
+        .spawn(async move {
+            let wrong = ConnectOptions {
+                tls: None,
+                token: Some("wrong-token".into()),
+            };
+            let attacker = Client::connect_with(&addr, &wrong).await.unwrap();
+            assert_eq!(
+                attacker.list_topics().await.unwrap_err().code(),
+                Code::Unauthenticated
+            );
+            attacker
+        })
+        .await
+        .unwrap();
     let before = scrape(&b).await;
     let idle_kib = b.rss_anon_kib();
 
     // The flood, from 127.0.0.1: connections held beyond the cap, a stream
     // of new connections, and requests with a wrong token.
-    let mut held = Vec::new();
-    for _ in 0..HELD_CONNECTIONS {
-        if let Ok(s) = tokio::net::TcpStream::connect(&b.addr).await {
-            held.push(s);
-        }
-    }
+    let addr = b.addr.clone();
+    let held = attack
+        .spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..HELD_CONNECTIONS {
+                if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+                    held.push(s);
+                }
+            }
+            held
+        })
+        .await
+        .unwrap();
     let started = Instant::now();
-    let churn = tokio::spawn(connection_churn(b.addr.clone(), NEW_CONNECTIONS));
-    let auths = tokio::spawn(failed_auths(attacker, FAILED_AUTHS));
+    let churn = attack.spawn(connection_churn(b.addr.clone(), NEW_CONNECTIONS));
+    let auths = attack.spawn(failed_auths(attacker, FAILED_AUTHS));
     let during = latencies(&good, 500).await;
     let opened = churn.await.unwrap();
     let refused = auths.await.unwrap();
@@ -144,6 +166,7 @@ async fn connection_and_auth_floods_are_capped_counted_and_bounded() {
     let after = scrape(&b).await;
     let peak_kib = b.rss_anon_kib();
     drop(held);
+    attack.shutdown_background();
 
     let delta = |name: &str| after[name] - before.get(name).copied().unwrap_or(0.0);
     eprintln!(

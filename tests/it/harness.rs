@@ -261,3 +261,18 @@ pub fn assert_verify_clean(data_dir: &std::path::Path, after: &str) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A runtime of its own for a test's attacker, with `worker_threads`
+/// threads: on the test's runtime the attacker's tasks would queue ahead of
+/// the well-behaved client's, and the client's figures would measure the
+/// test process's scheduler rather than the broker. (Attacker, client and
+/// broker still share the machine's cores.) Stop it with
+/// `shutdown_background` inside async code.
+pub fn attacker_runtime(worker_threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .thread_name("attacker")
+        .enable_all()
+        .build()
+        .expect("attacker runtime")
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use strata::proto::v1::{DescribeTopicRequest, FetchRequest, SubscribeRequest};
 
-use crate::harness::BrokerProcess;
+use crate::harness::{attacker_runtime, BrokerProcess};
 use crate::log_api::{create_topic, produce_req, record};
 use crate::metrics::scrape;
 
@@ -280,24 +280,64 @@ async fn stream_flood_until(addr: String, mut stop: tokio::sync::watch::Receiver
 }
 
 /// Produce requests per second of one well-formed client (100 records of
-/// 100 B each) over `length`.
-async fn good_client_rate(b: &BrokerProcess, length: std::time::Duration) -> f64 {
-    let mut log = b.log().await;
-    let records: Vec<_> = (0..100).map(|_| record(&[7u8; 100])).collect();
+/// 100 B each per request, `in_flight` requests at a time on one
+/// connection) over `length`.
+async fn good_client_rate(b: &BrokerProcess, length: Duration, in_flight: usize) -> f64 {
+    let log = b.log().await;
     let started = std::time::Instant::now();
-    let mut requests = 0u64;
-    while started.elapsed() < length {
-        log.produce(produce_req("t", Some(0), records.clone()))
-            .await
-            .expect("a well-formed client is served during the attack");
-        requests += 1;
+    let loops: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let mut log = log.clone();
+            tokio::spawn(async move {
+                let records: Vec<_> = (0..100).map(|_| record(&[7u8; 100])).collect();
+                let mut requests = 0u64;
+                while started.elapsed() < length {
+                    log.produce(produce_req("t", Some(0), records.clone()))
+                        .await
+                        .expect("a well-formed client is served during the attack");
+                    requests += 1;
+                }
+                requests
+            })
+        })
+        .collect();
+    let mut requests = 0;
+    for l in loops {
+        requests += l.await.unwrap();
     }
     requests as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user + system) of the threads in `/proc/PID/task` whose
+/// name starts with `name` (all threads for `""`), from their `stat` files.
+fn cpu_secs(pid: u32, name: &str) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0u64;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(name) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+        total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    }
+    total as f64 / ticks
+}
+
 /// RELIABILITY 20's figure: a well-formed client's produce throughput
 /// alone, then while other connections rapid-reset streams and hold a
-/// stream flood. Prints the ratio (no timing is asserted).
+/// stream flood. Prints the ratio and the CPU the broker and the attacker
+/// used during the attack (no timing is asserted). The attacker runs on a
+/// runtime of its own (`attacker_runtime`); `STRATA_ABUSE_IN_FLIGHT`
+/// (default 1) sets the good client's requests in flight.
 ///
 /// ```sh
 /// STRATA_ABUSE_SECS=10 cargo test --release --test it abuse_throughput -- --ignored --nocapture
@@ -309,23 +349,41 @@ async fn abuse_throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let length = std::time::Duration::from_secs(secs);
+    // Requests the good client keeps in flight: 1 measures its latency,
+    // more its throughput.
+    let in_flight: usize = std::env::var("STRATA_ABUSE_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let length = Duration::from_secs(secs);
     let b = BrokerProcess::start();
     create_topic(&b, "t", 1).await;
-    good_client_rate(&b, std::time::Duration::from_secs(1)).await; // warm-up
-    let baseline = good_client_rate(&b, length).await;
+    good_client_rate(&b, Duration::from_secs(1), in_flight).await; // warm-up
+    let baseline = good_client_rate(&b, length, in_flight).await;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let reset = tokio::spawn(rapid_reset_until(b.addr.clone(), stop.clone()));
-    let flood = tokio::spawn(stream_flood_until(b.addr.clone(), stop.clone()));
-    let attacked = good_client_rate(&b, length).await;
+    // The attacker has two threads of its own (see `attacker_runtime`).
+    let attack = attacker_runtime(2);
+    let cpu_before = (
+        cpu_secs(b.pid(), ""),
+        cpu_secs(std::process::id(), "attacker"),
+    );
+    let reset = attack.spawn(rapid_reset_until(b.addr.clone(), stop.clone()));
+    let flood = attack.spawn(stream_flood_until(b.addr.clone(), stop.clone()));
+    let attacked = good_client_rate(&b, length, in_flight).await;
+    let broker_cpu = cpu_secs(b.pid(), "") - cpu_before.0;
+    let attacker_cpu = cpu_secs(std::process::id(), "attacker") - cpu_before.1;
     stop_tx.send_replace(true);
     let (reset, flood) = (reset.await.unwrap(), flood.await.unwrap());
-    let after = good_client_rate(&b, length).await;
+    attack.shutdown_background();
+    let after = good_client_rate(&b, length, in_flight).await;
     eprintln!(
         "abuse: good client {baseline:.0} produce requests/s alone, {attacked:.0}/s during the \
          attack ({reset} streams rapid-reset; {flood} streams opened and held on another connection, \
          which the broker admits 1,024 at a time), \
-         {after:.0}/s after: {:.0} % of baseline during the attack",
-        attacked / baseline * 100.0
+         {after:.0}/s after: {:.0} % of baseline during the attack; CPU during the attack: \
+         broker {:.0} %, attacker {:.0} % of one core",
+        attacked / baseline * 100.0,
+        broker_cpu / secs as f64 * 100.0,
+        attacker_cpu / secs as f64 * 100.0,
     );
 }
