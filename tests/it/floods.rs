@@ -19,7 +19,7 @@ use strata::auth::token::TokenDigest;
 use strata::client::{Client, ConnectOptions};
 use tonic::Code;
 
-use crate::harness::{attacker_runtime, BrokerProcess};
+use crate::harness::{attacker_runtime, cpu_secs, BrokerProcess};
 use crate::metrics::scrape;
 
 const TOKEN: &str = "flood-test-token";
@@ -157,12 +157,18 @@ async fn connection_and_auth_floods_are_capped_counted_and_bounded() {
         .await
         .unwrap();
     let started = Instant::now();
+    let cpu_before = (
+        cpu_secs(b.pid(), ""),
+        cpu_secs(std::process::id(), "attacker"),
+    );
     let churn = attack.spawn(connection_churn(b.addr.clone(), NEW_CONNECTIONS));
     let auths = attack.spawn(failed_auths(attacker, FAILED_AUTHS));
     let during = latencies(&good, 500).await;
     let opened = churn.await.unwrap();
     let refused = auths.await.unwrap();
     let flood_secs = started.elapsed().as_secs_f64();
+    let broker_cpu = cpu_secs(b.pid(), "") - cpu_before.0;
+    let attacker_cpu = cpu_secs(std::process::id(), "attacker") - cpu_before.1;
     let after = scrape(&b).await;
     let peak_kib = b.rss_anon_kib();
     drop(held);
@@ -173,7 +179,8 @@ async fn connection_and_auth_floods_are_capped_counted_and_bounded() {
         "floods: {opened} new connections and {refused} failed authentications in {flood_secs:.1} s \
          ({:.0} connections/s, {:.0} failed auths/s); connections refused by the cap of \
          {MAX_CONNECTIONS}: {}; authorised client p50/p99 {:?}/{:?} alone, {:?}/{:?} during the \
-         flood; heap {idle_kib} → {peak_kib} KiB",
+         flood; CPU during the flood: broker {:.0} %, attacker {:.0} % of one core; heap \
+         {idle_kib} → {peak_kib} KiB",
         opened as f64 / flood_secs,
         refused as f64 / flood_secs,
         delta("strata_connections_refused_total"),
@@ -181,6 +188,8 @@ async fn connection_and_auth_floods_are_capped_counted_and_bounded() {
         quantile(&baseline, 0.99),
         quantile(&during, 0.5),
         quantile(&during, 0.99),
+        broker_cpu / flood_secs * 100.0,
+        attacker_cpu / flood_secs * 100.0,
     );
     // Every failed authentication is refused and counted.
     assert_eq!(refused, FAILED_AUTHS);

@@ -276,3 +276,27 @@ pub fn attacker_runtime(worker_threads: usize) -> tokio::runtime::Runtime {
         .build()
         .expect("attacker runtime")
 }
+
+/// CPU seconds (user + system) of the threads in `/proc/PID/task` whose
+/// name starts with `name` (all threads for `""`), from their `stat` files.
+pub fn cpu_secs(pid: u32, name: &str) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0u64;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(name) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+        total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    }
+    total as f64 / ticks
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use strata::proto::v1::{DescribeTopicRequest, FetchRequest, SubscribeRequest};
 
-use crate::harness::{attacker_runtime, BrokerProcess};
+use crate::harness::{attacker_runtime, cpu_secs, BrokerProcess};
 use crate::log_api::{create_topic, produce_req, record};
 use crate::metrics::scrape;
 
@@ -306,30 +306,6 @@ async fn good_client_rate(b: &BrokerProcess, length: Duration, in_flight: usize)
         requests += l.await.unwrap();
     }
     requests as f64 / started.elapsed().as_secs_f64()
-}
-
-/// CPU seconds (user + system) of the threads in `/proc/PID/task` whose
-/// name starts with `name` (all threads for `""`), from their `stat` files.
-fn cpu_secs(pid: u32, name: &str) -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0u64;
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(name) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
-        total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
-    }
-    total as f64 / ticks
 }
 
 /// RELIABILITY 20's figure: a well-formed client's produce throughput
