@@ -25,8 +25,9 @@
 //!   (tonic rejects it).
 //!
 //! What the budget does not cover: bytes HTTP/2 has received but nobody has
-//! read yet, bounded per connection by its flow-control window (16 MiB,
-//! `initial_connection_window_size` in `api::build_router`).
+//! read yet, bounded per stream and per connection by the flow-control
+//! windows ([`super::HTTP2_STREAM_WINDOW_BYTES`], 128 KiB, and
+//! [`super::HTTP2_CONNECTION_WINDOW_BYTES`], 2 MiB).
 
 use std::collections::VecDeque;
 use std::pin::Pin;

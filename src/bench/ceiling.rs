@@ -199,8 +199,8 @@ impl NullServer {
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(16 << 20))
+            .initial_stream_window_size(Some(crate::api::HTTP2_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(crate::api::HTTP2_CONNECTION_WINDOW_BYTES))
             .add_service(log);
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
