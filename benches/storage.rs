@@ -6,6 +6,7 @@
 //! |----------------------------|---------------------------------------------------|-------------------------------------------|
 //! | `append_1000x100B`         | `append` of 1,000 × 100-byte records (100 KB)     | memcpy, and CRC-32 + memcpy, of the bytes |
 //! | `append_16KiB`             | `append` of one 16 KiB record                     | the same two                              |
+//! | `append_16x16KiB`          | `append` of a batch of 16 × 16 KiB records (W4)   | the same two                              |
 //! | `sequential_read`          | `read` of a whole log, CRC-checked, payload touched | CRC-32 of the same bytes in memory      |
 //! | `index_lookup`             | `IndexFile::lookup_offset`, `read(offset, 1)`     | binary search of a `Vec` of the entries   |
 //! | `recovery_full_scan`       | `open` of a log whose active segment has no checkpoint | CRC-32 of the same bytes in memory   |
@@ -298,8 +299,17 @@ fn bench_append_shape(c: &mut Criterion, name: &str, records: u32, payload: Vec<
 fn append(c: &mut Criterion) {
     // 1,000 records of 100 bytes in one batch: the W1 request shape.
     bench_append_shape(c, "append_1000x100B", 1000, pseudo_random(100_000, 1));
-    // One 16 KiB record per batch: the W4 shape.
+    // One 16 KiB record per batch: the W4 record, unbatched (the worst case).
     bench_append_shape(c, "append_16KiB", 1, pseudo_random(16 * 1024, 2));
+    // 16 records of 16 KiB per batch: what W4's `strata bench produce
+    // --record-size 16384 --batch 16` has the broker append (plus a few
+    // bytes of wire keys and lengths per record).
+    bench_append_shape(
+        c,
+        "append_16x16KiB",
+        16,
+        pseudo_random(16 * (16 * 1024 + 8), 4),
+    );
 }
 
 // --- sequential read -----------------------------------------------------

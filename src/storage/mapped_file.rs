@@ -150,33 +150,7 @@ impl MappedFile {
             .min(self.capacity);
         self.with_fd(|f| fs::preallocate(f, allocated, target - allocated))?;
         self.allocated.store(target, Ordering::Relaxed);
-        if let (Some((from, to)), Some(file)) = (self.reserve_ahead(target), &self.file) {
-            // Copying into cached pages is about twice as fast on ext4 as
-            // copying into pages the kernel allocates on the spot.
-            if let Ok(dup) = file.try_clone() {
-                super::prewarm::request(dup, from, to - from);
-            }
-        }
         Ok(())
-    }
-
-    /// Best effort: reserves one more chunk past `from` (for files that keep
-    /// their descriptor: `.log` files), so the prewarmer can prepare it
-    /// before the writer gets there (see [`super::prewarm`]). Only once the file holds more than one
-    /// chunk: a quiet partition (most of 10,000) keeps one chunk of disk and
-    /// no prepared pages. A failure here (a nearly full disk) is ignored:
-    /// the next [`MappedFile::reserve`] reports it when it matters.
-    fn reserve_ahead(&self, from: u64) -> Option<(u64, u64)> {
-        let file = self.file.as_ref()?;
-        if from < 2 * self.chunk {
-            return None;
-        }
-        let ahead = (from + self.chunk).min(self.capacity);
-        if ahead <= from || fs::preallocate(file, from, ahead - from).is_err() {
-            return None;
-        }
-        self.allocated.store(ahead, Ordering::Relaxed);
-        Some((from, ahead))
     }
 
     /// Where the file's data ends when everything after that point is
@@ -452,19 +426,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_chunk_is_reserved_ahead_only_after_the_first() {
+    fn reservations_grow_the_file_a_chunk_at_a_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         let file = MappedFile::create(&path, 1 << 20, 64 * 1024).expect("create");
         file.reserve(100).expect("reserve");
-        // The first chunk has no chunk reserved ahead: a quiet partition
-        // keeps one chunk of disk.
+        // A quiet partition keeps one chunk of disk.
         assert_eq!(file.allocated(), 64 * 1024);
         file.reserve(70 * 1024).expect("reserve");
-        assert_eq!(file.allocated(), 192 * 1024);
+        assert_eq!(file.allocated(), 128 * 1024);
+        file.reserve(1 << 20).expect("reserve");
+        assert_eq!(file.allocated(), 1 << 20, "never past the capacity");
         file.write(70_000, b"hello");
         let on_disk = std::fs::read(&path).expect("read");
-        assert_eq!(on_disk.len(), 192 * 1024);
+        assert_eq!(on_disk.len(), 1 << 20);
         assert!(on_disk[..70_000].iter().all(|&b| b == 0));
         assert_eq!(&on_disk[70_000..70_005], b"hello");
     }
@@ -481,8 +456,6 @@ mod tests {
     #[test]
     fn the_unwritten_tail_is_found_only_when_nothing_follows_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // One chunk: no chunk ahead, so the prewarmer caches nothing here
-        // (cached pages of unwritten blocks count as data).
         let file = MappedFile::create(&dir.path().join("f"), 1 << 20, 256 * 1024).expect("create");
         file.reserve(200 * 1024).expect("reserve");
         assert_eq!(file.allocated(), 256 * 1024);

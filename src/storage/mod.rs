@@ -44,7 +44,6 @@ pub mod index;
 pub mod map_cache;
 pub mod mapped_file;
 pub mod partition_log;
-pub mod prewarm;
 pub mod producers;
 pub mod read;
 pub mod recovery;
