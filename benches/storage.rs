@@ -7,6 +7,7 @@
 //! | `append_1000x100B`         | `append` of 1,000 × 100-byte records (100 KB)     | memcpy, and CRC-32 + memcpy, of the bytes |
 //! | `append_16KiB`             | `append` of one 16 KiB record                     | the same two                              |
 //! | `append_16x16KiB`          | `append` of a batch of 16 × 16 KiB records (W4)   | the same two                              |
+//! | `durable_append_…_writers` | `append` + `wait_durable` of 100 KB, 1 and 8 logs | `pwrite` + `fdatasync` of the bytes (flush ceiling) |
 //! | `sequential_read`          | `read` of a whole log, CRC-checked, payload touched | CRC-32 of the same bytes in memory      |
 //! | `index_lookup`             | `IndexFile::lookup_offset`, `read(offset, 1)`     | binary search of a `Vec` of the entries   |
 //! | `recovery_full_scan`       | `open` of a log whose active segment has no checkpoint | CRC-32 of the same bytes in memory   |
@@ -310,6 +311,131 @@ fn append(c: &mut Criterion) {
         16,
         pseudo_random(16 * (16 * 1024 + 8), 4),
     );
+}
+
+// --- durable append --------------------------------------------------------
+
+/// The flush ceiling: `pwrite` of `payload` then `fdatasync`, sequentially
+/// into a plain file reserved a chunk at a time as the log reserves its
+/// segments (unwritten `fallocate`d blocks), no frame, CRC or index. The
+/// file is replaced (untimed) when it reaches `limit`.
+struct RawDurable {
+    file: std::fs::File,
+    _dir: tempfile::TempDir,
+    at: u64,
+    reserved: u64,
+    limit: u64,
+}
+
+impl RawDurable {
+    fn new(limit: u64) -> RawDurable {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = std::fs::File::create_new(dir.path().join("raw")).expect("create");
+        RawDurable {
+            file,
+            _dir: dir,
+            at: 0,
+            reserved: 0,
+            limit,
+        }
+    }
+
+    fn write_durably(&mut self, payload: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let len = payload.len() as u64;
+        if self.at + len > self.limit {
+            *self = RawDurable::new(self.limit);
+        }
+        while self.reserved < self.at + len {
+            strata::storage::fs::preallocate(&self.file, self.reserved, MIB).expect("fallocate");
+            self.reserved += MIB;
+        }
+        self.file.write_all_at(payload, self.at).expect("pwrite");
+        self.file.sync_data().expect("fdatasync");
+        self.at += len;
+    }
+}
+
+/// Runs `iters` durable writes split over `writers` threads, each with its
+/// own state from `make`; returns the wall time.
+fn run_writers<T: Send>(
+    writers: usize,
+    iters: u64,
+    make: impl Fn() -> T,
+    write: impl Fn(&mut T) + Sync,
+) -> Duration {
+    let mut states: Vec<T> = (0..writers).map(|_| make()).collect();
+    let per = iters.div_ceil(writers as u64);
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for state in &mut states {
+            let write = &write;
+            scope.spawn(move || {
+                for _ in 0..per {
+                    write(state);
+                }
+            });
+        }
+    });
+    let took = t.elapsed();
+    drop(states);
+    took
+}
+
+/// Durable appends (`append` then `wait_durable`, W2's path) beside the
+/// flush ceiling of BENCHMARKS.md: the same bytes written and
+/// `fdatasync`ed with no log around them, in the same run. With one writer
+/// and with 8 writers on 8 logs (W2 with 8 partitions: every request waits
+/// for its own partition's flush).
+fn durable_append(c: &mut Criterion) {
+    let limit = if quick() { 8 * MIB } else { 64 * MIB };
+    let payload = pseudo_random(100_000, 5);
+    let len = payload.len() as u64;
+    let m = meta(1000);
+    for writers in [1usize, 8] {
+        let name = format!("durable_append_1000x100B_{writers}_writers");
+        let mut g = group(c, &name);
+        g.throughput(Throughput::Bytes(len));
+        let id = format!("{name}/strata");
+        g.bench_function("strata_append_wait_durable", |b| {
+            b.iter_custom(|iters| {
+                let took = run_writers(
+                    writers,
+                    iters,
+                    || Appender::new(limit),
+                    |a: &mut Appender| {
+                        let info = a.log.append(&m, &[&payload]).expect("append");
+                        a.log.wait_durable(info.next_offset).expect("durable");
+                        a.written += len + 64;
+                        if a.written + len + 64 > a.limit {
+                            *a = Appender::new(a.limit);
+                        }
+                    },
+                );
+                tally(&id, len * iters, took);
+                took
+            })
+        });
+        let id = format!("{name}/ceiling");
+        g.bench_function("pwrite_fdatasync", |b| {
+            b.iter_custom(|iters| {
+                let took = run_writers(
+                    writers,
+                    iters,
+                    || RawDurable::new(limit),
+                    |r: &mut RawDurable| r.write_durably(&payload),
+                );
+                tally(&id, len * iters, took);
+                took
+            })
+        });
+        g.finish();
+        ratio_line(
+            &name,
+            &format!("{name}/strata"),
+            &[&format!("{name}/ceiling")],
+        );
+    }
 }
 
 // --- sequential read -----------------------------------------------------
@@ -625,6 +751,7 @@ fn open_closed_segments(c: &mut Criterion) {
 criterion_group!(
     benches,
     append,
+    durable_append,
     sequential_read,
     index_lookup,
     recovery,
