@@ -71,6 +71,11 @@ struct Writer {
     unflushed_bytes: u64,
     /// Sealed segments whose files still await their trim.
     pending_trims: Vec<Arc<SealedSegment>>,
+    /// Segments sealed by a roll whose files are not synced yet: the next
+    /// flush syncs them before the active segment and writes the checkpoint
+    /// naming the new segment, so a producer never waits for a whole
+    /// segment's sync at a roll (see [`PartitionLog::roll`]).
+    pending_seals: Vec<(Arc<ActiveSegment>, Arc<SealedSegment>)>,
     /// Idempotent producers' recent batches (saved with each checkpoint).
     producers: ProducerTable,
 }
@@ -151,6 +156,10 @@ pub struct PartitionLog {
     /// `(next_offset, segment_base)` of the newest checkpoint written, so a
     /// slow flush never overwrites a newer checkpoint written by a roll.
     checkpoint_written: Mutex<(u64, u64)>,
+    /// A valid recovery checkpoint exists for this log. Until one does, a roll
+    /// syncs the old segment itself: without a checkpoint, recovery could not
+    /// tell a closed segment whose sync a power cut interrupted.
+    checkpoint_on_disk: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch by the wall clock.
@@ -181,10 +190,24 @@ impl PartitionLog {
         clean: bool,
     ) -> Result<PartitionLog> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-        let bases = list_segments(dir)?;
+        let saved = Checkpoint::read(dir, DEFAULT_MAX_PRODUCERS);
+        let mut bases = list_segments(dir)?;
+        let cut =
+            super::recovery::settle_unsynced_segments(dir, &bases, saved.as_ref().map(|(c, _)| c))?;
+        if cut.is_some() {
+            bases = list_segments(dir)?;
+        }
         let Some((&active_base, sealed_bases)) = bases.split_last() else {
             let active = ActiveSegment::create(dir, 0, &config)?;
-            return Ok(Self::assemble(dir, config, cache, Vec::new(), active, None));
+            return Ok(Self::assemble(
+                dir,
+                config,
+                cache,
+                Vec::new(),
+                active,
+                None,
+                saved.is_some(),
+            ));
         };
         let mut sealed = Vec::with_capacity(sealed_bases.len());
         for (i, &base) in sealed_bases.iter().enumerate() {
@@ -197,12 +220,20 @@ impl PartitionLog {
                 dir, base, end, size, &config,
             )));
         }
-        let (active, recovered) = recover_active(dir, active_base, sealed_bases, &config, clean)?;
+        let has_checkpoint = saved.is_some();
+        let (active, recovered) =
+            recover_active(dir, active_base, sealed_bases, saved, &config, clean)?;
         let Recovered {
             start,
-            report,
+            mut report,
             producers,
         } = recovered;
+        if let Some(bytes) = cut.filter(|&b| b > 0) {
+            report.truncated_bytes += bytes;
+            report
+                .truncation_reason
+                .get_or_insert("a segment sealed after the last checkpoint was incomplete");
+        }
         if report.truncated_bytes > 0 {
             counters::add_truncated(report.truncated_bytes);
             tracing::warn!(
@@ -232,6 +263,7 @@ impl PartitionLog {
             sealed,
             active,
             Some((start, report, producers)),
+            has_checkpoint,
         );
         Ok(log)
     }
@@ -243,6 +275,7 @@ impl PartitionLog {
         sealed: Vec<Arc<SealedSegment>>,
         active: ActiveSegment,
         recovered: Option<(super::recovery::WriterStart, RecoveryReport, ProducerTable)>,
+        has_checkpoint: bool,
     ) -> PartitionLog {
         let active = Arc::new(active);
         let log_start = sealed.first().map_or(active.base_offset, |s| s.base_offset);
@@ -265,6 +298,7 @@ impl PartitionLog {
             dirty_since: None,
             unflushed_bytes: 0,
             pending_trims: Vec::new(),
+            pending_seals: Vec::new(),
             producers,
         };
         let next = writer.next_offset;
@@ -289,6 +323,7 @@ impl PartitionLog {
             report,
             scrub_damage: Mutex::new(Vec::new()),
             checkpoint_written: Mutex::new((0, 0)),
+            checkpoint_on_disk: AtomicBool::new(has_checkpoint),
         }
     }
 
@@ -462,7 +497,7 @@ impl PartitionLog {
         // Publish: bytes first, then the segment end, then the watermark.
         active.publish_end(end);
         self.high_watermark.store(w.next_offset, Ordering::Release);
-        let flush_due = w.unflushed_bytes >= w.config.flush_bytes;
+        let flush_due = w.unflushed_bytes >= w.config.flush_bytes || !w.pending_seals.is_empty();
         Ok(AppendInfo {
             base_offset,
             next_offset: w.next_offset,
@@ -495,6 +530,18 @@ impl PartitionLog {
     }
 
     /// Seals the active segment and starts a new one at the next offset.
+    ///
+    /// The old segment's files are not synced here, under the writer lock,
+    /// where every producer of the partition would wait for up to a whole
+    /// flush interval of data to reach the disk: the roll queues them
+    /// (`pending_seals`) and asks for a flush, which syncs them before the
+    /// new segment's data, so a durable acknowledgement still covers every
+    /// byte before it. Until that flush writes the checkpoint naming the new
+    /// segment, recovery checks the closed segments after the checkpoint and
+    /// cuts the log at the first one a power cut left incomplete
+    /// ([`super::recovery::settle_unsynced_segments`]). Without a checkpoint
+    /// file yet (a new log), or with the last roll's segment still unsynced,
+    /// the roll syncs the old segments itself.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
         // The last batch always gets a time entry, so a sealed segment's
@@ -508,7 +555,22 @@ impl PartitionLog {
                 old.time_index.push(&encode_time_entry(last))?;
             }
         }
-        self.sync_files(|| old.sync_all_files())?;
+        // One segment's sync at a time is left to the flush: a roll that
+        // finds the last one still unsynced (rolls faster than flushes)
+        // syncs both itself, so a partition never holds the maps of more
+        // than one sealed, untrimmed segment.
+        let defer_sync =
+            self.checkpoint_on_disk.load(Ordering::Acquire) && w.pending_seals.is_empty();
+        if !defer_sync {
+            let seals = std::mem::take(&mut w.pending_seals);
+            self.sync_files(|| {
+                for (segment, sealed) in &seals {
+                    sync_sealed(segment, sealed)?;
+                }
+                old.sync_all_files()
+            })
+            .inspect_err(|_| w.pending_seals = seals.clone())?;
+        }
         let new = Arc::new(ActiveSegment::create(&self.dir, w.next_offset, &w.config)?);
         let sealed = Arc::new(SealedSegment::from_active(
             &self.dir,
@@ -531,6 +593,12 @@ impl PartitionLog {
         w.cursor = IndexCursor::new();
         w.first_batch_ms = None;
         w.last_frame = (0, 0);
+        if defer_sync {
+            w.pending_seals.push((old, sealed.clone()));
+            w.dirty_since.get_or_insert_with(Instant::now);
+            w.pending_trims.push(sealed);
+            return Ok(());
+        }
         {
             // The old segment is synced: checkpoint the start of the new one,
             // so the producer state of the batches since the last flush
@@ -589,7 +657,7 @@ impl PartitionLog {
             let by_time = w
                 .dirty_since
                 .is_some_and(|t| t.elapsed().as_millis() as u64 >= w.config.flush_interval_ms);
-            by_time || w.unflushed_bytes >= w.config.flush_bytes
+            by_time || w.unflushed_bytes >= w.config.flush_bytes || !w.pending_seals.is_empty()
         };
         if due {
             self.flush()?;
@@ -653,11 +721,16 @@ impl PartitionLog {
         sync().inspect_err(|e| self.poison(e))
     }
 
-    /// One flush. Everything appended before it starts is covered.
+    /// One flush. Everything appended before it starts is covered, the
+    /// segments sealed since the last flush first.
     fn flush_as_leader(&self, full: bool) -> Result<u64> {
         let started = Instant::now();
-        let (active, checkpoint) = {
+        let (active, seals, trims, checkpoint) = {
             let mut w = self.lock_writer();
+            // Segments sealed since the last flush are synced here, and the
+            // checkpoint then names the new segment: a full flush, once per
+            // roll, even when a durable append asked for it.
+            let full = full || !w.pending_seals.is_empty();
             if full {
                 // Only a full flush advances the checkpoint, so only it
                 // resets the policy's clock: durable appends alone must not
@@ -673,32 +746,68 @@ impl PartitionLog {
                 last_frame_len: w.last_frame.1,
                 index_entries: w.active.index.len(),
             };
-            if full && !w.pending_trims.is_empty() {
-                Self::retry_trims(&mut w);
-            }
+            // Trimmed after the sync, outside the writer lock (a trim syncs
+            // the file's new length).
+            let trims = if full {
+                std::mem::take(&mut w.pending_trims)
+            } else {
+                Vec::new()
+            };
             // Encoded here, so the producer table matches the checkpoint
             // exactly (one buffer, no copy of the table).
             let encoded = full.then(|| c.encode_with(&w.producers));
-            (w.active.clone(), (c, encoded))
+            (
+                w.active.clone(),
+                w.pending_seals.clone(),
+                trims,
+                (c, encoded),
+            )
         };
         let (checkpoint, encoded) = checkpoint;
-        if let Some(encoded) = encoded {
-            self.sync_files(|| active.sync_all_files())?;
-            // The data is durable whether or not the checkpoint is written; a
-            // failure (a full disk) costs recovery time after a crash, not
-            // data, so it must not turn the log read-only.
-            match self.write_checkpoint(&checkpoint, &encoded) {
-                Ok(()) => self.checkpoint_failed.store(false, Ordering::Release),
-                Err(e) => {
-                    if !self.checkpoint_failed.swap(true, Ordering::AcqRel) {
-                        tracing::warn!(dir = %self.dir.display(), error = %e,
-                            "flushed, but could not write the recovery checkpoint; will retry at the next flush");
+        let synced = if let Some(encoded) = encoded {
+            self.sync_files(|| {
+                for (segment, sealed) in &seals {
+                    sync_sealed(segment, sealed)?;
+                }
+                active.sync_all_files()
+            })
+            .map(|()| {
+                if !seals.is_empty() {
+                    self.lock_writer()
+                        .pending_seals
+                        .retain(|(a, _)| !seals.iter().any(|(b, _)| Arc::ptr_eq(a, b)));
+                }
+                drop(seals);
+                // The data is durable whether or not the checkpoint is
+                // written; a failure (a full disk) costs recovery time after
+                // a crash, not data, so it must not turn the log read-only.
+                match self.write_checkpoint(&checkpoint, &encoded) {
+                    Ok(()) => self.checkpoint_failed.store(false, Ordering::Release),
+                    Err(e) => {
+                        if !self.checkpoint_failed.swap(true, Ordering::AcqRel) {
+                            tracing::warn!(dir = %self.dir.display(), error = %e,
+                                "flushed, but could not write the recovery checkpoint; will retry at the next flush");
+                        }
                     }
                 }
-            }
+            })
         } else {
-            self.sync_files(|| active.log.sync_data())?;
+            self.sync_files(|| active.log.sync_data())
+        };
+        let mut left = trims;
+        if synced.is_ok() {
+            left.retain(|s| match s.try_trim() {
+                Ok(done) => !done,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not trim a sealed segment; will retry");
+                    true
+                }
+            });
         }
+        if !left.is_empty() {
+            self.lock_writer().pending_trims.extend(left);
+        }
+        synced?;
         counters::record_flush(started.elapsed());
         Ok(checkpoint.next_offset)
     }
@@ -716,6 +825,7 @@ impl PartitionLog {
         let path = self.dir.join(CHECKPOINT_FILE);
         fs::write_atomic(&path, encoded).map_err(|e| StorageError::io(&path, e))?;
         *last = (c.next_offset, c.segment_base);
+        self.checkpoint_on_disk.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -767,6 +877,8 @@ impl PartitionLog {
         }
         w.pending_trims
             .retain(|p| !doomed.iter().any(|d| Arc::ptr_eq(p, d)));
+        w.pending_seals
+            .retain(|(_, p)| !doomed.iter().any(|d| Arc::ptr_eq(p, d)));
         drop(w);
         let mut outcome = RetentionOutcome::default();
         for seg in &doomed {
@@ -814,7 +926,7 @@ impl PartitionLog {
         // broker with many idle partitions stops in milliseconds).
         let dirty = {
             let w = self.lock_writer();
-            w.dirty_since.is_some() || w.unflushed_bytes > 0
+            w.dirty_since.is_some() || w.unflushed_bytes > 0 || !w.pending_seals.is_empty()
         };
         if dirty || self.checkpoint_failed.load(Ordering::Acquire) {
             self.flush()?;
@@ -830,6 +942,19 @@ impl PartitionLog {
         }
         Self::retry_trims(&mut self.lock_writer());
         Ok(())
+    }
+}
+
+/// Syncs the three files of a segment sealed by a roll. A segment retention
+/// deleted meanwhile needs no sync (its index files are gone, and its data
+/// with them).
+fn sync_sealed(segment: &ActiveSegment, sealed: &SealedSegment) -> Result<()> {
+    if sealed.is_deleted() {
+        return Ok(());
+    }
+    match segment.sync_all_files() {
+        Err(_) if sealed.is_deleted() => Ok(()),
+        other => other,
     }
 }
 

@@ -32,7 +32,7 @@ use super::index::{
 };
 use super::mapped_file::MappedFile;
 use super::producers::{ProducerTable, DEFAULT_MAX_PRODUCERS};
-use super::scan::{scan, scan_prefix, Damage, ScanEnd, ScanItem};
+use super::scan::{nonzero_extent, scan, scan_prefix, Damage, ScanEnd, ScanItem};
 use super::segment::{segment_path, ActiveSegment, IndexCursor};
 
 /// Records in `producers` the idempotent batches of the closed segments
@@ -63,6 +63,109 @@ fn replay_sealed_producers(
         });
     }
     Ok(())
+}
+
+/// Settles the closed segments written after the recovery checkpoint
+/// `saved` names (`bases`: every segment's base offset, ascending, the
+/// active one last), before the active segment is recovered.
+///
+/// A roll leaves the sealed segment's sync to the next flush (see
+/// `PartitionLog::roll`), which then writes a checkpoint naming the new
+/// segment; so when the checkpoint names an older segment, the segments
+/// between may have lost pages in a power cut. Each is scanned from the
+/// checkpoint (or its start) as a prefix of unflushed bytes: the first bad
+/// frame ends the log. A segment that does not end exactly where the next
+/// one begins is where the log ends: every later segment is deleted (newest
+/// first), so it becomes the active segment again and [`recover_active`]
+/// cuts its torn tail, which makes a crash in the middle of this step
+/// harmless. The segments kept are trimmed to their data (their trim waits
+/// for the sync, so it may not have happened) and synced: a `kill -9` may
+/// have left their pages dirty, and later durable appends must not be
+/// acknowledged ahead of them.
+///
+/// Nothing is read when the checkpoint names the active segment (the normal
+/// case, and always after a clean shutdown) or when there is no checkpoint
+/// (closed segments were then synced by their roll). A checkpoint that does
+/// not match the frame it names leaves the closed segments as they are:
+/// damage there is kept and reported, never cut.
+///
+/// Returns, when it deleted segments, the bytes of data they held.
+pub fn settle_unsynced_segments(
+    dir: &Path,
+    bases: &[u64],
+    saved: Option<&Checkpoint>,
+) -> Result<Option<u64>> {
+    let Some(c) = saved else { return Ok(None) };
+    let Some((&active_base, _)) = bases.split_last() else {
+        return Ok(None);
+    };
+    if c.segment_base >= active_base {
+        return Ok(None);
+    }
+    for (i, &base) in bases.iter().enumerate() {
+        let Some(&next_base) = bases.get(i + 1) else {
+            break;
+        };
+        if base < c.segment_base {
+            continue;
+        }
+        let path = segment_path(dir, base, "log");
+        let file = MappedFile::open_read_only(&path)?;
+        let bytes = file.slice(0, file.allocated() as usize);
+        let (position, next_offset) = if base == c.segment_base {
+            if !checkpoint_matches(c, base, bytes) {
+                return Ok(None);
+            }
+            (c.position, c.next_offset)
+        } else {
+            (0, base)
+        };
+        let end = scan_prefix(bytes, position, next_offset, |_| {});
+        if end.torn_bytes == 0 && end.next_offset == next_base {
+            // Complete. Its trim (which waits for the sync) may not have
+            // happened: cut the zero tail now, before any map is handed out.
+            let data_len = end.position;
+            let file_len = file.allocated();
+            drop(file);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StorageError::io(&path, e))?;
+            if data_len < file_len {
+                f.set_len(data_len)
+                    .map_err(|e| StorageError::io(&path, e))?;
+            }
+            f.sync_all().map_err(|e| StorageError::io(&path, e))?;
+            continue;
+        }
+        drop(file);
+        let mut cut = 0u64;
+        for &later in bases[i + 1..].iter().rev() {
+            let log_path = segment_path(dir, later, "log");
+            if let Ok(later_log) = MappedFile::open_read_only(&log_path) {
+                cut += nonzero_extent(later_log.slice(0, later_log.allocated() as usize));
+            }
+            for ext in ["log", "index", "timeindex"] {
+                let p = segment_path(dir, later, ext);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(p, e)),
+                }
+            }
+        }
+        super::fs::sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            segment = base,
+            at_offset = end.next_offset,
+            deleted_segments = bases.len() - i - 1,
+            deleted_bytes = cut,
+            "a segment sealed after the last checkpoint is incomplete (its sync was cut short); the log ends there"
+        );
+        return Ok(Some(cut));
+    }
+    Ok(None)
 }
 
 /// What recovery found in a partition's active segment.
@@ -107,7 +210,8 @@ pub struct Recovered {
 }
 
 /// Opens the active segment at `base` in `dir`, recovering its tail.
-/// `sealed_bases` are the closed segments' base offsets, ascending.
+/// `sealed_bases` are the closed segments' base offsets, ascending; `saved`
+/// the recovery checkpoint as read from the directory.
 ///
 /// `clean` says the broker shut down cleanly (it flushed and checkpointed
 /// every partition and wrote its clean-shutdown marker): then a checkpoint
@@ -117,6 +221,7 @@ pub fn recover_active(
     dir: &Path,
     base: u64,
     sealed_bases: &[u64],
+    saved: Option<(Checkpoint, ProducerTable)>,
     config: &LogConfig,
     clean: bool,
 ) -> Result<(ActiveSegment, Recovered)> {
@@ -134,7 +239,6 @@ pub fn recover_active(
     let mut report = RecoveryReport::default();
 
     // 1. Where can the scan start?
-    let saved = Checkpoint::read(dir, DEFAULT_MAX_PRODUCERS);
     let checkpoint = saved
         .as_ref()
         .map(|(c, _)| *c)
@@ -266,8 +370,15 @@ pub fn recover_active(
     report.scanned_bytes = end.position - start_pos + end.torn_bytes;
     if end.torn_bytes > 0 {
         // Zero the torn bytes so they can never be mistaken for data by a
-        // later recovery; no reader exists yet.
-        log.write(end.position, &vec![0u8; end.torn_bytes as usize]);
+        // later recovery; no reader exists yet. A MiB at a time: the tail
+        // of a segment whose sync a power cut interrupted can be most of it.
+        let zeros = vec![0u8; end.torn_bytes.min(1 << 20) as usize];
+        let mut at = end.position;
+        while at < end.position + end.torn_bytes {
+            let n = (end.position + end.torn_bytes - at).min(zeros.len() as u64);
+            log.write(at, &zeros[..n as usize]);
+            at += n;
+        }
         report.truncated_bytes = end.torn_bytes;
         report.truncation_reason = end.torn_reason;
     }

@@ -284,6 +284,11 @@ impl SealedSegment {
         self.slot.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 
+    /// Whether retention deleted the segment's files.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Relaxed)
+    }
+
     /// Whether the files still await trimming.
     pub fn needs_trim(&self) -> bool {
         self.needs_trim.load(Ordering::Relaxed)

@@ -1033,6 +1033,10 @@ fn record_run(seed: u64) -> Recording {
             .collect(),
     }];
     let mut ledger = Vec::new();
+    // Segments sealed by rolls and not synced yet: a roll leaves that to the
+    // next flush or durable wait, which then syncs (and trims) them and the
+    // active segment's three files and writes the checkpoint.
+    let mut unsynced_seals: Vec<u64> = Vec::new();
     for i in 0..90 {
         let segs_before = segment_bases(dir.path());
         let len = rng.range(100, 5000) as usize;
@@ -1040,20 +1044,29 @@ fn record_run(seed: u64) -> Recording {
         let mut synced = Vec::new();
         let segs_after = segment_bases(dir.path());
         if segs_after != segs_before {
-            // A roll synced (and trimmed) the old segment's three files.
-            synced.extend(seg_files(*segs_before.last().expect("seg")));
+            unsynced_seals.push(*segs_before.last().expect("seg"));
         }
         let active = *segs_after.last().expect("seg");
+        let full_flush = |synced: &mut Vec<String>, seals: &mut Vec<u64>| {
+            for base in seals.drain(..) {
+                synced.extend(seg_files(base));
+            }
+            synced.extend(seg_files(active));
+            synced.push(CHECKPOINT_FILE.to_string());
+        };
         match rng.range(0, 10) {
             0 => {
                 log.flush().expect("flush");
-                synced.extend(seg_files(active));
-                synced.push(CHECKPOINT_FILE.to_string());
+                full_flush(&mut synced, &mut unsynced_seals);
             }
             1 | 2 => {
                 log.wait_durable(log.high_watermark())
                     .expect("wait_durable");
-                synced.push(seg_files(active)[0].clone());
+                if unsynced_seals.is_empty() {
+                    synced.push(seg_files(active)[0].clone());
+                } else {
+                    full_flush(&mut synced, &mut unsynced_seals);
+                }
             }
             _ => {}
         }
@@ -1222,4 +1235,169 @@ fn crash_states_recover_to_a_durable_prefix() {
         seen.0 > states / 10 && seen.1 > states / 10 && seen.2 > states / 10,
         "{seen:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// (h) Rolls leave the sealed segment's sync to the next flush
+// ---------------------------------------------------------------------------
+
+/// A roll does not sync the segment it seals (the producer would wait for a
+/// whole flush interval of data); the next flush does, before it writes the
+/// checkpoint naming the new segment. Until then a power cut can take pages
+/// of the sealed segment while the next one exists: recovery must then end
+/// the log at the first lost batch (a prefix, no hole), delete the segments
+/// after it, and report the cut. After a `kill -9` (no page lost) nothing
+/// is cut.
+#[test]
+fn a_power_cut_before_a_sealed_segment_is_synced_ends_the_log_at_the_loss() {
+    let cfg = config(64 * 1024);
+    let pristine = tempfile::tempdir().expect("tempdir");
+    let mut rng = Rng(808);
+    let mut ledger = Vec::new();
+    let log = open(pristine.path(), &cfg);
+    for i in 0..5 {
+        append(&log, &mut ledger, &mut rng, 3000, 100 + i);
+    }
+    log.flush().expect("flush");
+    let checkpointed = log.high_watermark();
+    let mut i = 5;
+    while segment_bases(pristine.path()).len() < 2 {
+        append(&log, &mut ledger, &mut rng, 3000, 100 + i);
+        i += 1;
+    }
+    for _ in 0..3 {
+        append(&log, &mut ledger, &mut rng, 3000, 100 + i);
+        i += 1;
+    }
+    let (c, _) = Checkpoint::read(pristine.path(), 1024).expect("checkpoint");
+    assert_eq!(
+        (c.segment_base, c.next_offset),
+        (0, checkpointed),
+        "the roll wrote no checkpoint: it synced nothing"
+    );
+    let end = log.high_watermark();
+    drop(log); // no close: what a kill -9 leaves
+    let frames = frames_of(pristine.path());
+    let sealed_end = segment_bases(pristine.path())[1];
+
+    // kill -9: every page is still there; nothing is cut, the sealed
+    // segment is trimmed to its data.
+    let killed = damaged_copy(pristine.path(), |_| {});
+    let log = open(killed.path(), &cfg);
+    assert_eq!(log.high_watermark(), end);
+    assert_eq!(log.stats().truncated_bytes, 0);
+    assert_eq!(segment_bases(killed.path()), vec![0, sealed_end]);
+    let sealed_data = frames.iter().filter(|f| f.segment == 0).map(Loc::end).max();
+    assert_eq!(
+        Some(file_len(&segment_path(killed.path(), 0, "log"))),
+        sealed_data
+    );
+    check_reads(&log, &ledger, None, "kill -9 after a roll");
+    drop(log);
+
+    // Power cut: the sealed segment lost the pages from a batch after the
+    // checkpoint on (zeros: the blocks were reserved, never written), or
+    // holds a torn batch (garbage in place of a page).
+    let lost = *frames
+        .iter()
+        .find(|f| f.segment == 0 && f.base > checkpointed)
+        .expect("a batch after the checkpoint in the sealed segment");
+    let log_path = |dir: &Path| segment_path(dir, 0, "log");
+    let zeroed = damaged_copy(pristine.path(), |d| {
+        let len = file_len(&log_path(d));
+        patch(
+            &log_path(d),
+            lost.position,
+            &vec![0u8; (len - lost.position) as usize],
+        );
+    });
+    let torn = damaged_copy(pristine.path(), |d| {
+        patch(&log_path(d), lost.position + 40, &rng.bytes(300));
+    });
+    for (what, dir) in [("lost pages", &zeroed), ("torn batch", &torn)] {
+        let log = open(dir.path(), &cfg);
+        assert_eq!(
+            log.high_watermark(),
+            lost.base,
+            "{what}: the log ends at the loss"
+        );
+        let stats = log.stats();
+        assert!(
+            stats.damaged_ranges.is_empty(),
+            "{what}: a hole {:?}",
+            stats.damaged_ranges
+        );
+        assert!(stats.truncated_bytes > 0, "{what}: the cut is reported");
+        assert_eq!(
+            segment_bases(dir.path()),
+            vec![0],
+            "{what}: the segment after the loss is gone"
+        );
+        let kept: Vec<Entry> = ledger
+            .iter()
+            .filter(|e| e.next() <= lost.base)
+            .cloned()
+            .collect();
+        check_reads(&log, &kept, None, what);
+        let info = log
+            .append(
+                &BatchMeta {
+                    record_count: 1,
+                    ..BatchMeta::default()
+                },
+                &[b"after the cut"],
+            )
+            .expect("append after the cut");
+        assert_eq!(info.base_offset, lost.base, "{what}: offsets stay dense");
+        drop(log);
+        // Recovering again changes nothing more.
+        let log = open(dir.path(), &cfg);
+        assert_eq!(
+            log.high_watermark(),
+            lost.base + 1,
+            "{what}: second recovery"
+        );
+        assert_eq!(
+            log.stats().truncated_bytes,
+            0,
+            "{what}: nothing more to cut"
+        );
+    }
+}
+
+/// A durable wait after a roll syncs the sealed segment first: the
+/// checkpoint it writes names the new segment (written only once the
+/// sealed one is synced), and the sealed segment is trimmed.
+#[test]
+fn a_durable_wait_after_a_roll_syncs_the_sealed_segment_first() {
+    let cfg = config(64 * 1024);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = Rng(909);
+    let mut ledger = Vec::new();
+    let log = open(dir.path(), &cfg);
+    append(&log, &mut ledger, &mut rng, 3000, 1);
+    log.flush().expect("flush");
+    let mut ts = 2;
+    while segment_bases(dir.path()).len() < 2 {
+        append(&log, &mut ledger, &mut rng, 3000, ts);
+        ts += 1;
+    }
+    let new_base = segment_bases(dir.path())[1];
+    let before = Checkpoint::read(dir.path(), 1024).expect("checkpoint").0;
+    assert_eq!(before.segment_base, 0);
+    log.wait_durable(log.high_watermark())
+        .expect("wait_durable");
+    let after = Checkpoint::read(dir.path(), 1024).expect("checkpoint").0;
+    assert_eq!(after.segment_base, new_base);
+    assert_eq!(after.next_offset, log.high_watermark());
+    let sealed_data = frames_of(dir.path())
+        .iter()
+        .filter(|f| f.segment == 0)
+        .map(Loc::end)
+        .max();
+    assert_eq!(
+        Some(file_len(&segment_path(dir.path(), 0, "log"))),
+        sealed_data
+    );
+    check_reads(&log, &ledger, None, "after a durable wait");
 }
