@@ -14,11 +14,15 @@
 //!    reported with its byte count.
 //!
 //! One exception reads closed segments: when the newest checkpoint names a
-//! segment older than the active one (a crash right after a roll whose own
-//! checkpoint could not be written), the closed segments
-//! written after it are scanned to rebuild the idempotent-producer table.
-//! Every roll writes a checkpoint for the new segment, so this only happens
-//! after a roll whose checkpoint write failed (a full disk).
+//! segment older than the active one, the closed segments written after it
+//! are read. A roll leaves the sealed segment's sync to the next flush,
+//! which then writes the checkpoint naming the new segment, so this happens
+//! after a crash in that short window (or after a checkpoint write failed,
+//! say on a full disk). Those segments are then unflushed data like the
+//! active segment's tail: [`settle_unsynced_segments`] ends the log at the
+//! first one a power cut left incomplete, and their idempotent batches are
+//! replayed into the producer table (a retry of one must not be stored
+//! again). Only the bytes after the checkpoint are scanned.
 
 use std::path::Path;
 
