@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::storage::checkpoint::Checkpoint;
 use crate::storage::fs::DirLock;
 use crate::storage::scan::{scan, ScanItem};
 use crate::storage::segment::parse_segment_name;
@@ -146,8 +147,15 @@ fn verify_partition(dir: &Path, report: &mut Report) -> Result<(), VerifyError> 
         }
     }
     bases.sort_unstable();
+    // Closed segments from the one the recovery checkpoint names on were
+    // sealed after the last flush: the next start treats a problem there as
+    // the end of the log (see `recovery::settle_unsynced_segments`).
+    let unflushed_from = Checkpoint::read(dir, usize::MAX)
+        .map(|(c, _)| c.segment_base)
+        .filter(|&b| bases.last().is_some_and(|&last| b < last));
     for (i, &base) in bases.iter().enumerate() {
         let file = dir.join(format!("{base:020}.log"));
+        let problems_before = report.problems.len();
         let bytes = std::fs::read(&file).map_err(io(&file))?;
         report.segments += 1;
         let next_base = bases.get(i + 1).copied();
@@ -197,6 +205,13 @@ fn verify_partition(dir: &Path, report: &mut Report) -> Result<(), VerifyError> 
                     what: "closed segment ends before the next segment's base offset".into(),
                 });
             }
+            if unflushed_from.is_some_and(|from| base >= from) {
+                for p in &mut report.problems[problems_before..] {
+                    p.what += "; this closed segment was sealed after the last flush, so the \
+                               next start ends the log at its first problem and deletes the \
+                               segments after it";
+                }
+            }
         }
     }
     Ok(())
@@ -206,6 +221,40 @@ fn verify_partition(dir: &Path, report: &mut Report) -> Result<(), VerifyError> 
 mod tests {
     use super::*;
     use crate::storage::{BatchMeta, LogConfig, MapCache, PartitionLog};
+
+    #[test]
+    fn a_problem_in_a_segment_sealed_after_the_last_flush_says_the_log_ends_there() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("topics/t/0");
+        let config = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let meta = BatchMeta {
+            record_count: 1,
+            ..Default::default()
+        };
+        {
+            let log = PartitionLog::open(&dir, config, MapCache::new(4)).unwrap();
+            log.append(&meta, &[&[5u8; 1000]]).unwrap();
+            log.flush().unwrap();
+            // Fill the first segment and roll; no flush afterwards (a crash).
+            for _ in 0..5 {
+                log.append(&meta, &[&[6u8; 1000]]).unwrap();
+            }
+        }
+        // A power cut took the last batch of the sealed segment.
+        let file = dir.join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last_frame = 3 * 1064;
+        bytes[last_frame + 100] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let report = verify(data.path()).unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        let p = &report.problems[0];
+        assert_eq!(p.first_offset, 3);
+        assert!(p.what.contains("next start ends the log"), "{}", p.what);
+    }
 
     #[test]
     fn finds_a_flipped_byte_and_refuses_a_locked_dir() {
