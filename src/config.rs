@@ -237,6 +237,10 @@ pub struct BrokerConfig {
     /// Background flush after this many unflushed bytes per partition.
     /// Default: 64 MiB.
     pub flush_bytes: u64,
+    /// Start write-back (without waiting for it) of every this many bytes
+    /// appended to a partition, so flushes find little left to write; not a
+    /// durability point. 0 turns it off. Default: 8 MiB.
+    pub writeback_bytes: u64,
     /// How often retention runs over all partitions, ms. Default: 60,000.
     pub retention_check_interval_ms: u64,
     /// The background scrubber re-reads closed segments and checks every
@@ -266,6 +270,7 @@ impl Default for BrokerConfig {
             slow_request_ms: 1000,
             flush_interval_ms: 1000,
             flush_bytes: 64 << 20,
+            writeback_bytes: 8 << 20,
             retention_check_interval_ms: 60_000,
             scrub_bytes_per_sec: 8 << 20,
             scrub_interval_ms: 3_600_000,

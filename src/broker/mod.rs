@@ -175,7 +175,11 @@ impl Broker {
         clean: bool,
     ) -> Result<Partition> {
         let dir = metadata::topic_dir(&self.data_dir, topic).join(id.to_string());
-        let log_config = config.log_config(self.config.flush_interval_ms, self.config.flush_bytes);
+        let log_config = config.log_config(
+            self.config.flush_interval_ms,
+            self.config.flush_bytes,
+            self.config.writeback_bytes,
+        );
         let log = PartitionLog::open_with(&dir, log_config, self.cache.clone(), clean)?;
         Ok(Partition::new(id, log))
     }
@@ -387,7 +391,11 @@ impl Broker {
             overrides: overrides.clone(),
         };
         metadata::store(&self.data_dir, &meta)?;
-        let log_config = config.log_config(self.config.flush_interval_ms, self.config.flush_bytes);
+        let log_config = config.log_config(
+            self.config.flush_interval_ms,
+            self.config.flush_bytes,
+            self.config.writeback_bytes,
+        );
         for p in &topic.partitions {
             p.log.set_config(log_config.clone());
         }

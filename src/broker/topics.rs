@@ -142,8 +142,14 @@ impl EffectiveTopicConfig {
         }
     }
 
-    /// The storage settings of each partition of the topic.
-    pub fn log_config(&self, flush_interval_ms: u64, flush_bytes: u64) -> LogConfig {
+    /// The storage settings of each partition of the topic, with the
+    /// broker-wide flush settings.
+    pub fn log_config(
+        &self,
+        flush_interval_ms: u64,
+        flush_bytes: u64,
+        writeback_bytes: u64,
+    ) -> LogConfig {
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: (self.segment_ms > 0).then_some(self.segment_ms as u64),
@@ -151,6 +157,7 @@ impl EffectiveTopicConfig {
             retention_bytes: (self.retention_bytes > 0).then_some(self.retention_bytes as u64),
             flush_interval_ms,
             flush_bytes,
+            writeback_bytes,
             ..LogConfig::default()
         }
     }

@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// [default: 67108864 (64 MiB)].
     #[arg(long, value_name = "BYTES", env = "STRATA_FLUSH_BYTES")]
     pub flush_bytes: Option<u64>,
+    /// Start write-back of every this many bytes appended to a partition,
+    /// without waiting (not a durability point); 0 = off [default: 8388608
+    /// (8 MiB)].
+    #[arg(long, value_name = "BYTES", env = "STRATA_WRITEBACK_BYTES")]
+    pub writeback_bytes: Option<u64>,
     /// How often retention runs over all partitions, ms [default: 60000].
     #[arg(long, value_name = "MS", env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
@@ -297,6 +302,7 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut base.slow_request_ms, &args.slow_request_ms);
     set(&mut base.flush_interval_ms, &args.flush_interval_ms);
     set(&mut base.flush_bytes, &args.flush_bytes);
+    set(&mut base.writeback_bytes, &args.writeback_bytes);
     set(
         &mut base.retention_check_interval_ms,
         &args.retention_check_interval_ms,
@@ -538,6 +544,7 @@ mod tests {
             ("slow-request-ms", d.slow_request_ms.to_string()),
             ("flush-interval-ms", d.flush_interval_ms.to_string()),
             ("flush-bytes", d.flush_bytes.to_string()),
+            ("writeback-bytes", d.writeback_bytes.to_string()),
             (
                 "retention-check-interval-ms",
                 d.retention_check_interval_ms.to_string(),

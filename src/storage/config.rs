@@ -23,6 +23,13 @@ pub struct LogConfig {
     pub flush_interval_ms: u64,
     /// Background flush when this many bytes are unflushed. Default: 64 MiB.
     pub flush_bytes: u64,
+    /// Start write-back of every this many appended bytes, without waiting
+    /// for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, from the background
+    /// flusher), so a flush finds little left to write and a busy
+    /// partition's writer is not held up by the write-back of a whole
+    /// `flush_bytes`. Not a durability point: only a flush is. 0 turns it
+    /// off. Default: 8 MiB.
+    pub writeback_bytes: u64,
     /// Delete closed segments whose newest record is older than this (ms);
     /// `None` = keep forever. Default: 7 days.
     pub retention_ms: Option<u64>,
@@ -43,6 +50,7 @@ impl Default for LogConfig {
             preallocate_chunk_bytes: 1 << 20,
             flush_interval_ms: 1000,
             flush_bytes: 64 << 20,
+            writeback_bytes: 8 << 20,
             retention_ms: Some(WEEK_MS),
             retention_bytes: None,
         }

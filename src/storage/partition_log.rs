@@ -76,6 +76,9 @@ struct Writer {
     /// naming the new segment, so a producer never waits for a whole
     /// segment's sync at a roll (see [`PartitionLog::roll`]).
     pending_seals: Vec<(Arc<ActiveSegment>, Arc<SealedSegment>)>,
+    /// Position in the active segment up to which write-back was started
+    /// or a flush synced (see `LogConfig::writeback_bytes`).
+    writeback_from: u64,
     /// Idempotent producers' recent batches (saved with each checkpoint).
     producers: ProducerTable,
 }
@@ -299,6 +302,7 @@ impl PartitionLog {
             unflushed_bytes: 0,
             pending_trims: Vec::new(),
             pending_seals: Vec::new(),
+            writeback_from: start.map_or(0, |s| s.position),
             producers,
         };
         let next = writer.next_offset;
@@ -497,7 +501,9 @@ impl PartitionLog {
         // Publish: bytes first, then the segment end, then the watermark.
         active.publish_end(end);
         self.high_watermark.store(w.next_offset, Ordering::Release);
-        let flush_due = w.unflushed_bytes >= w.config.flush_bytes || !w.pending_seals.is_empty();
+        let flush_due = w.unflushed_bytes >= w.config.flush_bytes
+            || !w.pending_seals.is_empty()
+            || Self::writeback_due(&w);
         Ok(AppendInfo {
             base_offset,
             next_offset: w.next_offset,
@@ -590,6 +596,7 @@ impl PartitionLog {
         }
         w.active = new;
         w.position = 0;
+        w.writeback_from = 0;
         w.cursor = IndexCursor::new();
         w.first_batch_ms = None;
         w.last_frame = (0, 0);
@@ -649,18 +656,47 @@ impl PartitionLog {
         self.flush_until(target, true)
     }
 
+    /// Whether `writeback_bytes` were appended since write-back was last
+    /// started (or a flush synced the active segment).
+    fn writeback_due(w: &Writer) -> bool {
+        w.config.writeback_bytes > 0
+            && w.position.saturating_sub(w.writeback_from) >= w.config.writeback_bytes
+    }
+
     /// Flushes if the policy says so (`flush_interval_ms` since the oldest
-    /// unflushed append, or `flush_bytes` unflushed). Returns whether it did.
+    /// unflushed append, or `flush_bytes` unflushed); otherwise starts
+    /// write-back of the bytes appended since the last time, once there are
+    /// `writeback_bytes` of them. Returns whether it flushed.
+    ///
+    /// # Errors
+    /// A failed flush, or write-back that could not be started: both turn
+    /// the log read-only ([`StorageError::Poisoned`] afterwards), since the
+    /// pages' fate is then unknown.
     pub fn flush_if_due(&self) -> Result<bool> {
+        let mut writeback = None;
         let due = {
-            let w = self.lock_writer();
+            let mut w = self.lock_writer();
             let by_time = w
                 .dirty_since
                 .is_some_and(|t| t.elapsed().as_millis() as u64 >= w.config.flush_interval_ms);
-            by_time || w.unflushed_bytes >= w.config.flush_bytes || !w.pending_seals.is_empty()
+            let due =
+                by_time || w.unflushed_bytes >= w.config.flush_bytes || !w.pending_seals.is_empty();
+            if !due && Self::writeback_due(&w) {
+                writeback = Some((w.active.clone(), w.writeback_from, w.position));
+                w.writeback_from = w.position;
+            }
+            due
         };
         if due {
             self.flush()?;
+        } else if let Some((active, from, to)) = writeback {
+            if self.is_poisoned() {
+                return Err(self.poisoned_error());
+            }
+            active
+                .log
+                .start_writeback(from, to - from)
+                .inspect_err(|e| self.poison(e))?;
         }
         Ok(due)
     }
@@ -746,6 +782,8 @@ impl PartitionLog {
                 last_frame_len: w.last_frame.1,
                 index_entries: w.active.index.len(),
             };
+            // This flush writes back everything up to here.
+            w.writeback_from = w.position;
             // Trimmed after the sync, outside the writer lock (a trim syncs
             // the file's new length).
             let trims = if full {

@@ -153,3 +153,51 @@ fn a_failed_checkpoint_write_keeps_the_log_writable() {
     assert_eq!(payloads, [&b"before"[..], b"during", b"after"]);
     log.close().unwrap();
 }
+
+/// Every `writeback_bytes` appended, the background flusher's call starts
+/// write-back instead of waiting for a flush: the append asks for the call
+/// (`flush_due`), the call is not a flush (it returns false, and the
+/// checkpoint does not move), and nothing about the data changes. With the
+/// setting at 0 nothing is asked for.
+#[test]
+fn write_back_starts_every_writeback_bytes_without_being_a_flush() {
+    use strata::storage::checkpoint::Checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        flush_bytes: u64::MAX,
+        flush_interval_ms: u64::MAX,
+        writeback_bytes: 64 * 1024,
+        ..small_config()
+    };
+    let log = PartitionLog::open(dir.path(), config.clone(), MapCache::new(4)).unwrap();
+    log.flush().unwrap();
+    let payload = vec![7u8; 10_000];
+    let mut asked = Vec::new();
+    for i in 0..20 {
+        asked.push(log.append(&meta(1, i), &[&payload]).unwrap().flush_due);
+        if asked[i as usize] {
+            assert!(!log.flush_if_due().unwrap(), "write-back is not a flush");
+        }
+    }
+    // 10,064-byte frames: due after the 7th (70,448 bytes), then 7 later.
+    let due_at: Vec<usize> = (0..20).filter(|&i| asked[i]).collect();
+    assert_eq!(due_at, vec![6, 13]);
+    let (c, _) = Checkpoint::read(dir.path(), 16).unwrap();
+    assert_eq!(
+        c.next_offset, 0,
+        "the checkpoint is still the first flush's"
+    );
+    assert_eq!(log.read(0, 1 << 20).unwrap().batches.len(), 20);
+    log.flush().unwrap();
+    drop(log);
+
+    let off = LogConfig {
+        writeback_bytes: 0,
+        ..config
+    };
+    let log = PartitionLog::open(dir.path(), off, MapCache::new(4)).unwrap();
+    for i in 0..20 {
+        assert!(!log.append(&meta(1, i), &[&payload]).unwrap().flush_due);
+    }
+}
