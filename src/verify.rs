@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::fs::DirLock;
+use crate::storage::producers::DEFAULT_MAX_PRODUCERS;
 use crate::storage::scan::{scan, ScanItem};
 use crate::storage::segment::parse_segment_name;
 
@@ -150,7 +151,7 @@ fn verify_partition(dir: &Path, report: &mut Report) -> Result<(), VerifyError> 
     // Closed segments from the one the recovery checkpoint names on were
     // sealed after the last flush: the next start treats a problem there as
     // the end of the log (see `recovery::settle_unsynced_segments`).
-    let unflushed_from = Checkpoint::read(dir, usize::MAX)
+    let unflushed_from = Checkpoint::read(dir, DEFAULT_MAX_PRODUCERS)
         .map(|(c, _)| c.segment_base)
         .filter(|&b| bases.last().is_some_and(|&last| b < last));
     for (i, &base) in bases.iter().enumerate() {

@@ -568,14 +568,11 @@ impl PartitionLog {
         let defer_sync =
             self.checkpoint_on_disk.load(Ordering::Acquire) && w.pending_seals.is_empty();
         if !defer_sync {
-            let seals = std::mem::take(&mut w.pending_seals);
             self.sync_files(|| {
-                for (segment, sealed) in &seals {
-                    sync_sealed(segment, sealed)?;
-                }
+                sync_seals(&w.pending_seals)?;
                 old.sync_all_files()
-            })
-            .inspect_err(|_| w.pending_seals = seals.clone())?;
+            })?;
+            w.pending_seals.clear();
         }
         let new = Arc::new(ActiveSegment::create(&self.dir, w.next_offset, &w.config)?);
         let sealed = Arc::new(SealedSegment::from_active(
@@ -602,7 +599,6 @@ impl PartitionLog {
         w.last_frame = (0, 0);
         if defer_sync {
             w.pending_seals.push((old, sealed.clone()));
-            w.dirty_since.get_or_insert_with(Instant::now);
             w.pending_trims.push(sealed);
             return Ok(());
         }
@@ -804,9 +800,7 @@ impl PartitionLog {
         let (checkpoint, encoded) = checkpoint;
         let synced = if let Some(encoded) = encoded {
             self.sync_files(|| {
-                for (segment, sealed) in &seals {
-                    sync_sealed(segment, sealed)?;
-                }
+                sync_seals(&seals)?;
                 active.sync_all_files()
             })
             .map(|()| {
@@ -983,17 +977,20 @@ impl PartitionLog {
     }
 }
 
-/// Syncs the three files of a segment sealed by a roll. A segment retention
-/// deleted meanwhile needs no sync (its index files are gone, and its data
-/// with them).
-fn sync_sealed(segment: &ActiveSegment, sealed: &SealedSegment) -> Result<()> {
-    if sealed.is_deleted() {
-        return Ok(());
+/// Syncs the three files of each segment sealed by a roll. A segment
+/// retention deleted meanwhile needs no sync (its index files are gone, and
+/// its data with them).
+fn sync_seals(seals: &[(Arc<ActiveSegment>, Arc<SealedSegment>)]) -> Result<()> {
+    for (segment, sealed) in seals {
+        if sealed.is_deleted() {
+            continue;
+        }
+        match segment.sync_all_files() {
+            Err(_) if sealed.is_deleted() => {}
+            other => other?,
+        }
     }
-    match segment.sync_all_files() {
-        Err(_) if sealed.is_deleted() => Ok(()),
-        other => other,
-    }
+    Ok(())
 }
 
 /// Base offsets of the segments in `dir`, sorted; removes leftovers of

@@ -224,6 +224,42 @@ fn check_reads(log: &PartitionLog, ledger: &[Entry], damaged: Option<(u64, u64)>
 }
 
 /// Reads everything from `from` in one go (stopping at damage).
+/// After recovery cut the log at `cut`: an append of `records` records lands
+/// there (offsets stay dense), and recovering `dir` again finds nothing more
+/// to cut. Returns the reopened log.
+fn append_at_the_cut_and_recover_again(
+    log: PartitionLog,
+    dir: &Path,
+    cfg: &LogConfig,
+    cut: u64,
+    records: u32,
+    what: &str,
+) -> PartitionLog {
+    let info = log
+        .append(
+            &BatchMeta {
+                record_count: records,
+                ..BatchMeta::default()
+            },
+            &[b"after the cut"],
+        )
+        .expect("append after the cut");
+    assert_eq!(info.base_offset, cut, "{what}: offsets stay dense");
+    drop(log);
+    let log = open(dir, cfg);
+    assert_eq!(
+        log.high_watermark(),
+        cut + u64::from(records),
+        "{what}: second recovery"
+    );
+    assert_eq!(
+        log.stats().truncated_bytes,
+        0,
+        "{what}: nothing more to cut"
+    );
+    log
+}
+
 fn read_all(log: &PartitionLog, from: u64) -> Vec<ReadBatch> {
     log.read(from, u64::MAX).expect("read all").batches
 }
@@ -348,22 +384,14 @@ fn torn_tail_at_every_byte_of_the_last_frames() {
                     log.read(torn.base + 1, 10),
                     Err(StorageError::OffsetOutOfRange { high_watermark, .. }) if high_watermark == torn.base
                 ));
-                // Appends continue at the cut.
-                let info = log
-                    .append(
-                        &BatchMeta {
-                            record_count: 2,
-                            ..BatchMeta::default()
-                        },
-                        &[b"after the cut"],
-                    )
-                    .expect("append");
-                assert_eq!(info.base_offset, torn.base, "{what}");
-                drop(log);
-                // Recovering again finds nothing more to cut.
-                let log = open(case.path(), &cfg);
-                assert_eq!(log.high_watermark(), torn.base + 2, "{what}");
-                assert_eq!(log.stats().truncated_bytes, 0, "{what}");
+                let log = append_at_the_cut_and_recover_again(
+                    log,
+                    case.path(),
+                    &cfg,
+                    torn.base,
+                    2,
+                    &what,
+                );
                 let got = read_all(&log, active);
                 assert_eq!(got.len(), active_kept.len() + 1, "{what}");
                 assert_eq!(got.last().expect("batch").payload(), b"after the cut");
@@ -1339,29 +1367,7 @@ fn a_power_cut_before_a_sealed_segment_is_synced_ends_the_log_at_the_loss() {
             .cloned()
             .collect();
         check_reads(&log, &kept, None, what);
-        let info = log
-            .append(
-                &BatchMeta {
-                    record_count: 1,
-                    ..BatchMeta::default()
-                },
-                &[b"after the cut"],
-            )
-            .expect("append after the cut");
-        assert_eq!(info.base_offset, lost.base, "{what}: offsets stay dense");
-        drop(log);
-        // Recovering again changes nothing more.
-        let log = open(dir.path(), &cfg);
-        assert_eq!(
-            log.high_watermark(),
-            lost.base + 1,
-            "{what}: second recovery"
-        );
-        assert_eq!(
-            log.stats().truncated_bytes,
-            0,
-            "{what}: nothing more to cut"
-        );
+        append_at_the_cut_and_recover_again(log, dir.path(), &cfg, lost.base, 1, what);
     }
 }
 
