@@ -508,6 +508,73 @@ fn scan_record(r: &mut Reader<'_>) -> Result<i64, WireError> {
     Ok(timestamp_ms)
 }
 
+/// Reads a varint from `buf` at `*pos` for the fast path of [`scan_plain_record`]:
+/// `None` for a truncated or over-long varint (the general path then reports it).
+#[inline(always)]
+fn plain_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..10u32 {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7F) << (7 * i);
+        if byte < 0x80 {
+            if i == 9 && byte > 1 {
+                return None;
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Reads the key and length prefix of the records entry at `pos` when the key is
+/// the one-byte records key and the record lies inside `payload`; returns the
+/// record's byte range. `None` sends the caller to [`Reader::record_entry`].
+#[inline(always)]
+fn plain_entry(payload: &[u8], mut pos: usize) -> Option<(usize, usize)> {
+    if *payload.get(pos)? != RECORDS_KEY_BYTE {
+        return None;
+    }
+    pos += 1;
+    let len = plain_varint(payload, &mut pos)?;
+    if len > (payload.len() - pos) as u64 {
+        return None;
+    }
+    Some((pos, pos + len as usize))
+}
+
+/// Validates, in one tight loop, a record of the shape producers write: only
+/// `key` and `value` (length-delimited) and `timestamp_ms` (varint) fields, each
+/// well-formed and inside the record. Returns the record's `timestamp_ms`, or
+/// `None` for anything else (headers, unknown fields, any malformation); the
+/// caller then runs the general [`scan_record`], which accepts or rejects with
+/// the exact error. The fast path changes the speed, never the verdict: every
+/// record it accepts, [`scan_record`] accepts with the same timestamp.
+#[inline]
+fn scan_plain_record(record: &[u8]) -> Option<i64> {
+    const KEY_BYTE: u8 = ((RECORD_KEY as u8) << 3) | WT_LEN;
+    const VALUE_BYTE: u8 = ((RECORD_VALUE as u8) << 3) | WT_LEN;
+    const TIMESTAMP_BYTE: u8 = ((RECORD_TIMESTAMP as u8) << 3) | WT_VARINT;
+    let mut timestamp_ms = 0i64;
+    let mut pos = 0usize;
+    while let Some(&key) = record.get(pos) {
+        pos += 1;
+        match key {
+            KEY_BYTE | VALUE_BYTE => {
+                let len = plain_varint(record, &mut pos)?;
+                let rest = record.len() - pos;
+                if len > rest as u64 {
+                    return None;
+                }
+                pos += len as usize;
+            }
+            TIMESTAMP_BYTE => timestamp_ms = plain_varint(record, &mut pos)? as i64,
+            _ => return None,
+        }
+    }
+    Some(timestamp_ms)
+}
+
 /// Validates one encoded `Header` (index `header` within its record).
 fn scan_header(h: &mut Reader<'_>, header: u32) -> Result<(), WireError> {
     while !h.at_end() {
@@ -544,20 +611,41 @@ fn scan_header(h: &mut Reader<'_>, header: u32) -> Result<(), WireError> {
 /// holds no record or a record's encoded size exceeds `max_record_bytes` (pass
 /// `u32::MAX` for no limit).
 pub fn scan_records(payload: &[u8], max_record_bytes: u32) -> Result<RecordsSummary, WireError> {
-    let mut r = Reader::new(payload);
     let mut summary = RecordsSummary::default();
-    while !r.at_end() {
-        r.record = summary.record_count;
-        let mut record = r.record_entry()?;
-        let size = record.available();
+    let mut pos = 0usize;
+    while pos < payload.len() {
+        let index = summary.record_count;
+        // The general reader runs only where the fast path declines; it then
+        // accepts or rejects exactly as if it had read everything.
+        let general = |pos: usize| Reader {
+            buf: payload,
+            pos,
+            end: payload.len(),
+            record: index,
+        };
+        let (start, end) = match plain_entry(payload, pos) {
+            Some(range) => range,
+            None => {
+                let record = general(pos).record_entry()?;
+                (record.pos, record.end)
+            }
+        };
+        let size = end - start;
         if size as u64 > u64::from(max_record_bytes) {
             return Err(WireError::RecordTooLarge {
-                record: summary.record_count,
+                record: index,
                 size: size as u64,
                 limit: max_record_bytes,
             });
         }
-        let timestamp_ms = scan_record(&mut record)?;
+        let timestamp_ms = match scan_plain_record(&payload[start..end]) {
+            Some(timestamp_ms) => timestamp_ms,
+            None => scan_record(&mut Reader {
+                end,
+                ..general(start)
+            })?,
+        };
+        pos = end;
         // size <= max_record_bytes <= u32::MAX here.
         summary.largest_record_bytes = summary.largest_record_bytes.max(size as u32);
         if timestamp_ms != 0 {
@@ -1530,6 +1618,28 @@ mod tests {
             differential(&bytes);
         }
 
+        /// The record fast path never changes a verdict: whatever it accepts, the
+        /// general scan accepts with the same timestamp.
+        #[test]
+        fn plain_record_path_agrees_with_general(
+            record in arb_record(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        ) {
+            let mut bytes = record.encode_to_vec();
+            for (index, byte) in edits {
+                if !bytes.is_empty() {
+                    let i = index.index(bytes.len());
+                    bytes[i] = byte;
+                }
+            }
+            if let Some(timestamp_ms) = scan_plain_record(&bytes) {
+                prop_assert_eq!(scan_record(&mut Reader::new(&bytes)), Ok(timestamp_ms));
+            }
+            if record.headers.is_empty() && bytes == record.encode_to_vec() {
+                prop_assert_eq!(scan_plain_record(&bytes), Some(record.timestamp_ms));
+            }
+        }
+
         /// (3) Mutated valid requests: never panic, and agree with prost's decoder.
         #[test]
         fn mutated_requests_agree_with_prost(
@@ -1587,6 +1697,30 @@ mod tests {
             (Err(_), Err(_), None) => {}
             _ => panic!("disagreement on {bytes:?}: {reference:?} vs {wire:?} / {scanned:?}"),
         }
+    }
+
+    #[test]
+    fn non_canonical_varints_take_the_general_path_and_are_accepted() {
+        let record = Record {
+            key: b"k".to_vec(),
+            value: vec![7; 300],
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
+        };
+        let encoded = record.encode_to_vec();
+        // Entry key 3/LEN written as two bytes (0x9A 0x00), record length padded
+        // to a non-minimal three bytes: prost accepts both, so must the scan.
+        let mut payload = vec![0x9A, 0x00];
+        let len = encoded.len() as u64;
+        payload.extend_from_slice(&[(len as u8) | 0x80, ((len >> 7) as u8) | 0x80, 0x00]);
+        payload.extend_from_slice(&encoded);
+        // And one plain entry after it.
+        payload.extend_from_slice(&payload_of(std::slice::from_ref(&record)));
+        let summary = scan_records(&payload, u32::MAX).expect("valid");
+        assert_eq!(summary.record_count, 2);
+        assert_eq!(summary.largest_record_bytes as usize, encoded.len());
+        assert_eq!(summary.min_timestamp_ms, Some(1_700_000_000_000));
+        assert_eq!(as_batch(0, &payload).records, vec![record.clone(), record]);
     }
 
     #[test]
