@@ -116,6 +116,10 @@ impl Default for TopicDefaults {
     }
 }
 
+/// The largest `groups.max_commit_metadata_bytes` allowed: keeps every
+/// record of the group offsets log far below its 1 MiB record bound.
+pub const MAX_COMMIT_METADATA_BYTES: u32 = 64 << 10;
+
 /// Consumer-group coordinator settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -135,6 +139,9 @@ pub struct GroupSettings {
     pub max_groups: u32,
     /// Live members per group. Default: 1,000.
     pub max_members_per_group: u32,
+    /// Bytes of `metadata` one committed offset may carry (like Kafka's
+    /// `offset.metadata.max.bytes`). Default: 4,096; at most 65,536.
+    pub max_commit_metadata_bytes: u32,
 }
 
 impl Default for GroupSettings {
@@ -147,6 +154,7 @@ impl Default for GroupSettings {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             max_groups: 10_000,
             max_members_per_group: 1000,
+            max_commit_metadata_bytes: 4096,
         }
     }
 }
@@ -397,6 +405,12 @@ impl BrokerConfig {
                     "must be at least 1 and below groups.session_timeout_ms ({})",
                     g.session_timeout_ms
                 ),
+            );
+        }
+        if g.max_commit_metadata_bytes > MAX_COMMIT_METADATA_BYTES {
+            return invalid(
+                "groups.max_commit_metadata_bytes",
+                format!("must be at most {MAX_COMMIT_METADATA_BYTES}"),
             );
         }
         if self

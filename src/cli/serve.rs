@@ -230,6 +230,9 @@ pub struct GroupArgs {
     /// Most live members per group [default: 1000].
     #[arg(long, value_name = "N", env = "STRATA_MAX_MEMBERS_PER_GROUP")]
     pub max_members_per_group: Option<u32>,
+    /// Most bytes of metadata per committed offset [default: 4096, at most 65536].
+    #[arg(long, value_name = "B", env = "STRATA_MAX_COMMIT_METADATA_BYTES")]
+    pub max_commit_metadata_bytes: Option<u32>,
 }
 
 /// Malloc arenas the broker allows itself, unless `MALLOC_ARENA_MAX` says
@@ -345,6 +348,10 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
     set(&mut g.offsets_retention_ms, &a.offsets_retention_ms);
     set(&mut g.max_groups, &a.max_groups);
     set(&mut g.max_members_per_group, &a.max_members_per_group);
+    set(
+        &mut g.max_commit_metadata_bytes,
+        &a.max_commit_metadata_bytes,
+    );
 
     let (s, a) = (&mut base.security, &args.security);
     set_some(&mut s.tls_cert, &a.tls_cert);
@@ -614,6 +621,10 @@ mod tests {
             (
                 "max-members-per-group",
                 d.groups.max_members_per_group.to_string(),
+            ),
+            (
+                "max-commit-metadata-bytes",
+                d.groups.max_commit_metadata_bytes.to_string(),
             ),
         ];
         let command = Wrapper::command();

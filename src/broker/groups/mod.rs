@@ -192,14 +192,19 @@ impl Coordinator {
         wake(&inner.streams, changed.iter());
     }
 
-    /// Clamped commits must be durable before the state changes.
+    /// Writes records to the offsets log: a change must be durable before
+    /// it is applied to the state. The caller applies it and then calls
+    /// [`Coordinator::compact_if_due`].
     fn persist(inner: &mut Inner, records: &[OffsetRecord]) -> Result<()> {
-        inner.store.append(records)?;
-        if inner.store.needs_compaction() {
-            let Inner { groups, store, .. } = inner;
-            store.compact(groups)?;
-        }
-        Ok(())
+        inner.store.append(records)
+    }
+
+    /// Compacts the offsets log if it is due, from the state with the latest
+    /// change applied: a snapshot taken before would miss that change, and
+    /// the compaction empties the log that holds it.
+    fn compact_if_due(inner: &mut Inner) {
+        let Inner { groups, store, .. } = inner;
+        store.compact_if_due(groups);
     }
 
     /// Flushes the offsets log (called by the background flusher).
@@ -408,8 +413,21 @@ impl Broker {
         offsets: Vec<OffsetCommit>,
     ) -> Result<()> {
         validate_group(group)?;
+        let metadata_limit = self.config.groups.max_commit_metadata_bytes;
         // Check every partition exists and the offset is inside the log.
         for o in &offsets {
+            if o.metadata.len() > metadata_limit as usize {
+                return Err(BrokerError::InvalidArgument {
+                    field: "offsets.metadata",
+                    reason: format!(
+                        "{} bytes of metadata for {}/{}, over the limit of {metadata_limit} bytes \
+                         (groups.max_commit_metadata_bytes)",
+                        o.metadata.len(),
+                        o.topic,
+                        o.partition
+                    ),
+                });
+            }
             let p = self.partition(&o.topic, o.partition)?;
             let hw = p.log.high_watermark();
             if o.offset > hw {
@@ -430,6 +448,20 @@ impl Broker {
                 group: group.to_string(),
                 member: member_id.to_string(),
             }));
+        }
+        if !exists {
+            if offsets.is_empty() {
+                // Nothing to store: no group is created for it.
+                return Ok(());
+            }
+            let max_groups = self.config.groups.max_groups;
+            if inner.groups.len() >= max_groups as usize {
+                return Err(BrokerError::LimitExceeded {
+                    what: "consumer groups on this broker (groups.max_groups)",
+                    limit: u64::from(max_groups),
+                    requested: inner.groups.len() as u64 + 1,
+                });
+            }
         }
         if let Some(g) = inner.groups.get(group) {
             g.check_commit(member_id, member_epoch)
@@ -464,6 +496,7 @@ impl Broker {
                 g.commit((topic, partition), committed);
             }
         }
+        Coordinator::compact_if_due(&mut inner);
         Ok(())
     }
 
@@ -528,6 +561,7 @@ impl Broker {
             }],
         )?;
         inner.groups.remove(group);
+        Coordinator::compact_if_due(&mut inner);
         tracing::info!(group, "deleted group");
         Ok(())
     }
@@ -685,6 +719,7 @@ impl Broker {
         );
         let ids: Vec<String> = g.members.keys().cloned().collect();
         wake(&inner.streams, ids.iter());
+        Coordinator::compact_if_due(&mut inner);
         tracing::info!(group, topic, ?to, "reset committed offsets");
         Ok(positions)
     }
@@ -726,6 +761,7 @@ impl Broker {
                 tracing::info!(group = %name, "deleted an empty group past its offsets retention");
             }
         }
+        Coordinator::compact_if_due(&mut inner);
     }
 
     /// Recomputes every group's assignment after topics changed.
@@ -736,5 +772,133 @@ impl Broker {
         for name in names {
             Coordinator::rebalance(&mut inner, &name, &partitions);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::{Broker, TopicOverrides};
+    use crate::config::BrokerConfig;
+
+    fn open(dir: &std::path::Path, configure: impl FnOnce(&mut BrokerConfig)) -> Arc<Broker> {
+        let mut config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        configure(&mut config);
+        Broker::open(config).unwrap()
+    }
+
+    fn commit(metadata: &str) -> OffsetCommit {
+        OffsetCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            metadata: metadata.into(),
+        }
+    }
+
+    fn committed_metadata(broker: &Broker, group: &str) -> Option<String> {
+        let got = broker.fetch_offsets(group, Vec::new()).unwrap();
+        got.into_iter().next().map(|(_, _, c)| c.metadata)
+    }
+
+    /// The change that makes the offsets log due for compaction must be in
+    /// the snapshot: compaction empties the log that holds it.
+    #[tokio::test]
+    async fn the_change_that_triggers_compaction_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path(), |_| {});
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        broker.coordinator.lock().store.set_compact_at(2_000);
+        let mut last = String::new();
+        for i in 0..10 {
+            last = format!("{i}-{}", "x".repeat(500));
+            broker
+                .commit_offsets("g", "", 0, vec![commit(&last)])
+                .unwrap();
+        }
+        // A reset and a group deletion that each trigger compaction too.
+        broker
+            .commit_offsets("doomed", "", 0, vec![commit("d")])
+            .unwrap();
+        broker.coordinator.lock().store.set_compact_at(1);
+        broker.delete_group("doomed").unwrap();
+        broker.coordinator.lock().store.set_compact_at(1);
+        let reset = broker
+            .reset_offsets("r", "t", ResetTarget::Earliest, false)
+            .await
+            .unwrap();
+        assert_eq!(reset.len(), 1);
+        assert!(broker.coordinator.lock().store.log_is_empty());
+        broker.close().unwrap();
+        drop(broker);
+
+        let broker = open(dir.path(), |_| {});
+        assert_eq!(committed_metadata(&broker, "g").as_deref(), Some(&*last));
+        assert_eq!(committed_metadata(&broker, "r").as_deref(), Some(""));
+        let names: Vec<String> = broker
+            .list_groups()
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
+        assert_eq!(names, ["g", "r"], "the deleted group stays deleted");
+    }
+
+    #[test]
+    fn commit_metadata_over_the_limit_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path(), |c| c.groups.max_commit_metadata_bytes = 8);
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        broker
+            .commit_offsets("g", "", 0, vec![commit("12345678")])
+            .unwrap();
+        let err = broker
+            .commit_offsets("g", "", 0, vec![commit("123456789")])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, BrokerError::InvalidArgument { .. }), "{text}");
+        assert!(text.contains("groups.max_commit_metadata_bytes"), "{text}");
+        assert!(text.contains("limit of 8 bytes"), "{text}");
+        let err = broker
+            .commit_offsets("h", "", 0, vec![commit("123456789")])
+            .unwrap_err();
+        assert!(matches!(err, BrokerError::InvalidArgument { .. }));
+        assert_eq!(
+            committed_metadata(&broker, "g").as_deref(),
+            Some("12345678")
+        );
+        assert_eq!(broker.list_groups().len(), 1, "no group 'h' was created");
+    }
+
+    #[test]
+    fn commits_create_groups_only_within_max_groups_and_never_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path(), |c| c.groups.max_groups = 1);
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        broker.commit_offsets("empty", "", 0, Vec::new()).unwrap();
+        assert!(
+            broker.list_groups().is_empty(),
+            "an empty commit creates nothing"
+        );
+        broker.commit_offsets("g", "", 0, vec![commit("")]).unwrap();
+        let err = broker
+            .commit_offsets("h", "", 0, vec![commit("")])
+            .unwrap_err();
+        assert!(err.to_string().contains("groups.max_groups"), "{err}");
+        assert_eq!(broker.list_groups().len(), 1);
+        // The existing group still takes commits.
+        broker
+            .commit_offsets("g", "", 0, vec![commit("again")])
+            .unwrap();
     }
 }

@@ -43,6 +43,9 @@ use crate::storage::fs;
 pub const MAX_RECORD_BYTES: u32 = 1 << 20;
 /// Log size at which the state is snapshotted and the log emptied.
 pub const COMPACT_BYTES: u64 = 64 << 20;
+/// After a failed compaction, how much more the log grows before the next try
+/// (so a full disk does not cost a snapshot attempt per commit).
+pub const COMPACT_RETRY_BYTES: u64 = 1 << 20;
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -213,7 +216,14 @@ pub fn apply(groups: &mut BTreeMap<String, GroupState>, record: OffsetRecord) {
 pub struct OffsetStore {
     dir: PathBuf,
     log: File,
+    /// Bytes of whole records in the log: where the next record goes.
     log_bytes: u64,
+    /// Log size at which the next compaction is due.
+    compact_at: u64,
+    /// A failed write could not be undone: the log's tail is unknown, so
+    /// nothing more is appended (every commit fails) until a restart, whose
+    /// replay cuts the tail at the last whole record.
+    fenced: bool,
 }
 
 impl OffsetStore {
@@ -257,28 +267,91 @@ impl OffsetStore {
                 dir: dir.to_path_buf(),
                 log,
                 log_bytes: good as u64,
+                compact_at: COMPACT_BYTES,
+                fenced: false,
             },
             groups,
         ))
     }
 
     /// Appends records (one `write`), so they survive a process crash.
+    ///
+    /// # Errors
+    /// The write failed (a full disk, an I/O error): none of the records is
+    /// stored. Bytes a failed write left behind are cut off again, so the
+    /// next append follows the last whole record; if even that fails, the
+    /// store refuses every later append until a restart.
     pub fn append(&mut self, records: &[OffsetRecord]) -> Result<()> {
+        self.append_with(records, |log, buf| log.write_all(buf))
+    }
+
+    /// [`OffsetStore::append`] with the write itself passed in (tests inject
+    /// failures through it).
+    fn append_with(
+        &mut self,
+        records: &[OffsetRecord],
+        write: impl FnOnce(&mut File, &[u8]) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let log_path = || self.dir.join("offsets.log");
+        if self.fenced {
+            return Err(BrokerError::Metadata {
+                path: log_path(),
+                reason: "an earlier failed write could not be undone; restart the broker to \
+                         cut the log at its last whole record"
+                    .into(),
+            });
+        }
         let mut buf = Vec::with_capacity(records.len() * 64);
         for r in records {
             r.encode(&mut buf);
         }
-        self.log.write_all(&buf).map_err(|e| {
-            let err = crate::storage::StorageError::io(self.dir.join("offsets.log"), e);
-            BrokerError::Storage(err)
-        })?;
+        if let Err(e) = write(&mut self.log, &buf) {
+            // A short write leaves part of a record at the end: later records
+            // would follow it, and replay stops at the first bad record.
+            if let Err(undo) = self.log.set_len(self.log_bytes) {
+                tracing::error!(path = %log_path().display(), error = %undo,
+                    "cannot cut a failed write off the group offsets log; refusing commits until restart");
+                self.fenced = true;
+            }
+            return Err(BrokerError::Storage(crate::storage::StorageError::io(
+                log_path(),
+                e,
+            )));
+        }
         self.log_bytes += buf.len() as u64;
         Ok(())
     }
 
+    /// Makes compaction due once the log holds `bytes` (tests).
+    #[cfg(test)]
+    pub fn set_compact_at(&mut self, bytes: u64) {
+        self.compact_at = bytes;
+    }
+
+    /// Whether the log holds no record (tests).
+    #[cfg(test)]
+    pub fn log_is_empty(&self) -> bool {
+        self.log_bytes == 0
+    }
+
     /// Whether the log is due for compaction.
     pub fn needs_compaction(&self) -> bool {
-        self.log_bytes >= COMPACT_BYTES
+        self.log_bytes >= self.compact_at
+    }
+
+    /// Compacts if due (call it after the latest records were applied to
+    /// `groups`, so the snapshot holds them). A failure loses nothing (the
+    /// snapshot is replaced atomically before the log is emptied): it is
+    /// logged and tried again once the log has grown another
+    /// [`COMPACT_RETRY_BYTES`].
+    pub fn compact_if_due(&mut self, groups: &BTreeMap<String, GroupState>) {
+        if !self.needs_compaction() {
+            return;
+        }
+        if let Err(e) = self.compact(groups) {
+            tracing::warn!(error = %e, "cannot compact the group offsets log; will retry");
+            self.compact_at = self.log_bytes + COMPACT_RETRY_BYTES;
+        }
     }
 
     /// Writes the full state as the snapshot, then empties the log.
@@ -309,6 +382,7 @@ impl OffsetStore {
                 reason: e.to_string(),
             })?;
         self.log_bytes = 0;
+        self.compact_at = COMPACT_BYTES;
         Ok(())
     }
 
@@ -392,6 +466,33 @@ mod tests {
         let (_, groups) = OffsetStore::open(dir.path()).unwrap();
         assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 6);
         assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 10);
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_off_so_later_commits_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+            store.append(&[commit("g", 0, 5)]).unwrap();
+            // A full disk: half the record reaches the file, then ENOSPC.
+            let err = store
+                .append_with(&[commit("g", 0, 6)], |log, buf| {
+                    log.write_all(&buf[..buf.len() / 2])?;
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                })
+                .unwrap_err();
+            assert!(err.to_string().contains("offsets.log"), "{err}");
+            // Space is back: the next commit follows the last whole record.
+            store.append(&[commit("g", 1, 9)]).unwrap();
+        }
+        let log = dir.path().join("offsets.log");
+        let mut whole = Vec::new();
+        commit("g", 0, 5).encode(&mut whole);
+        commit("g", 1, 9).encode(&mut whole);
+        assert_eq!(std::fs::read(&log).unwrap(), whole);
+        let (_, groups) = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 5);
+        assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 9);
     }
 
     fn arb_record() -> impl Strategy<Value = OffsetRecord> {
