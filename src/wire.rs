@@ -304,34 +304,19 @@ impl<'a> Reader<'a> {
     #[inline(never)]
     fn varint_slow(&mut self) -> Result<u64, WireError> {
         let start = self.pos;
-        let mut value = 0u64;
-        for i in 0..10u32 {
-            // `end` bounds sub-readers; `get` keeps this panic-free regardless.
-            let byte = match self.buf.get(self.pos) {
-                Some(&byte) if self.pos < self.end => byte,
-                _ => {
-                    return Err(WireError::TruncatedVarint {
-                        record: self.record,
-                        offset: start,
-                    })
-                }
-            };
-            self.pos += 1;
-            if i == 9 && byte > 1 {
-                return Err(WireError::InvalidVarint {
-                    record: self.record,
-                    offset: start,
-                });
-            }
-            value |= u64::from(byte & 0x7F) << (7 * i);
-            if byte < 0x80 {
-                return Ok(value);
-            }
+        // `end` bounds sub-readers; `get` keeps this panic-free regardless.
+        let within = self.buf.get(..self.end).unwrap_or(self.buf);
+        match decode_varint(within, &mut self.pos) {
+            Ok(value) => Ok(value),
+            Err(VarintFault::Truncated) => Err(WireError::TruncatedVarint {
+                record: self.record,
+                offset: start,
+            }),
+            Err(VarintFault::Invalid) => Err(WireError::InvalidVarint {
+                record: self.record,
+                offset: start,
+            }),
         }
-        Err(WireError::InvalidVarint {
-            record: self.record,
-            offset: start,
-        })
     }
 
     /// Reads a field key; returns (field number, wire type).
@@ -508,39 +493,55 @@ fn scan_record(r: &mut Reader<'_>) -> Result<i64, WireError> {
     Ok(timestamp_ms)
 }
 
-/// Reads a varint from `buf` at `*pos` for the fast path of [`scan_plain_record`]:
-/// `None` for a truncated or over-long varint (the general path then reports it).
+/// Why [`decode_varint`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VarintFault {
+    /// The buffer ended inside the varint.
+    Truncated,
+    /// More than 10 bytes, or a 10th byte above 1 (over 64 bits).
+    Invalid,
+}
+
+/// Decodes the varint at `buf[*pos..]`, advancing `*pos` past the bytes read.
+/// Shared by [`Reader::varint`]'s slow path and the fast paths below.
 #[inline(always)]
-fn plain_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+fn decode_varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintFault> {
     let mut value = 0u64;
     for i in 0..10u32 {
-        let byte = *buf.get(*pos)?;
+        let byte = *buf.get(*pos).ok_or(VarintFault::Truncated)?;
         *pos += 1;
+        if i == 9 && byte > 1 {
+            return Err(VarintFault::Invalid);
+        }
         value |= u64::from(byte & 0x7F) << (7 * i);
         if byte < 0x80 {
-            if i == 9 && byte > 1 {
-                return None;
-            }
-            return Some(value);
+            return Ok(value);
         }
     }
-    None
+    Err(VarintFault::Invalid)
+}
+
+/// Reads a length prefix at `pos` and returns the byte range it delimits, if
+/// the prefix is well-formed and the range lies inside `buf`; `None` sends the
+/// caller to the general reader, which reports what is wrong.
+#[inline(always)]
+fn plain_span(buf: &[u8], mut pos: usize) -> Option<(usize, usize)> {
+    let len = decode_varint(buf, &mut pos).ok()?;
+    if len > (buf.len() - pos) as u64 {
+        return None;
+    }
+    Some((pos, pos + len as usize))
 }
 
 /// Reads the key and length prefix of the records entry at `pos` when the key is
 /// the one-byte records key and the record lies inside `payload`; returns the
 /// record's byte range. `None` sends the caller to [`Reader::record_entry`].
 #[inline(always)]
-fn plain_entry(payload: &[u8], mut pos: usize) -> Option<(usize, usize)> {
+fn plain_entry(payload: &[u8], pos: usize) -> Option<(usize, usize)> {
     if *payload.get(pos)? != RECORDS_KEY_BYTE {
         return None;
     }
-    pos += 1;
-    let len = plain_varint(payload, &mut pos)?;
-    if len > (payload.len() - pos) as u64 {
-        return None;
-    }
-    Some((pos, pos + len as usize))
+    plain_span(payload, pos + 1)
 }
 
 /// Validates, in one tight loop, a record of the shape producers write: only
@@ -560,15 +561,8 @@ fn scan_plain_record(record: &[u8]) -> Option<i64> {
     while let Some(&key) = record.get(pos) {
         pos += 1;
         match key {
-            KEY_BYTE | VALUE_BYTE => {
-                let len = plain_varint(record, &mut pos)?;
-                let rest = record.len() - pos;
-                if len > rest as u64 {
-                    return None;
-                }
-                pos += len as usize;
-            }
-            TIMESTAMP_BYTE => timestamp_ms = plain_varint(record, &mut pos)? as i64,
+            KEY_BYTE | VALUE_BYTE => pos = plain_span(record, pos)?.1,
+            TIMESTAMP_BYTE => timestamp_ms = decode_varint(record, &mut pos).ok()? as i64,
             _ => return None,
         }
     }

@@ -792,6 +792,18 @@ mod tests {
         Broker::open(config).unwrap()
     }
 
+    /// A fresh broker in `dir` with topic `t` (1 partition).
+    fn open_with_topic(
+        dir: &std::path::Path,
+        configure: impl FnOnce(&mut BrokerConfig),
+    ) -> Arc<Broker> {
+        let broker = open(dir, configure);
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        broker
+    }
+
     fn commit(metadata: &str) -> OffsetCommit {
         OffsetCommit {
             topic: "t".into(),
@@ -811,10 +823,7 @@ mod tests {
     #[tokio::test]
     async fn the_change_that_triggers_compaction_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = open(dir.path(), |_| {});
-        broker
-            .create_topic("t", 1, TopicOverrides::default())
-            .unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
         broker.coordinator.lock().store.set_compact_at(2_000);
         let mut last = String::new();
         for i in 0..10 {
@@ -853,10 +862,7 @@ mod tests {
     #[test]
     fn commit_metadata_over_the_limit_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = open(dir.path(), |c| c.groups.max_commit_metadata_bytes = 8);
-        broker
-            .create_topic("t", 1, TopicOverrides::default())
-            .unwrap();
+        let broker = open_with_topic(dir.path(), |c| c.groups.max_commit_metadata_bytes = 8);
         broker
             .commit_offsets("g", "", 0, vec![commit("12345678")])
             .unwrap();
@@ -881,10 +887,7 @@ mod tests {
     #[test]
     fn commits_create_groups_only_within_max_groups_and_never_when_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = open(dir.path(), |c| c.groups.max_groups = 1);
-        broker
-            .create_topic("t", 1, TopicOverrides::default())
-            .unwrap();
+        let broker = open_with_topic(dir.path(), |c| c.groups.max_groups = 1);
         broker.commit_offsets("empty", "", 0, Vec::new()).unwrap();
         assert!(
             broker.list_groups().is_empty(),

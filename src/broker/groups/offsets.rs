@@ -335,7 +335,7 @@ impl OffsetStore {
     }
 
     /// Whether the log is due for compaction.
-    pub fn needs_compaction(&self) -> bool {
+    fn needs_compaction(&self) -> bool {
         self.log_bytes >= self.compact_at
     }
 
