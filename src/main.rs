@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     // A blocking stdin read cannot be cancelled; do not wait for it.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`… | head`): a normal way to stop.
+        Ok(()) | Err(strata::cli::CliError::OutputClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

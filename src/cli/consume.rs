@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use super::format::{push_json_bytes, push_json_string};
 use super::time::parse_timestamp;
-use super::{print_stdout, BrokerArgs, CliError};
+use super::{write_stdout, BrokerArgs, CliError};
 use crate::client::{
     Client, ClientError, ConsumedRecord, OffsetSpec, PartitionDescription, PartitionReader,
 };
@@ -297,8 +297,13 @@ impl Printer {
             .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    /// Prints records (up to the remaining budget); false once no more
-    /// should be printed.
+    /// Prints records (up to the remaining budget) and flushes stdout; false
+    /// once no more should be printed.
+    ///
+    /// # Errors
+    /// [`CliError::OutputClosed`] when the reader closed stdout, `Io` for
+    /// any other failed write: the records were not printed (and a group
+    /// consumer must not commit them).
     pub(super) fn print(&mut self, records: &[ConsumedRecord]) -> Result<bool, CliError> {
         let take = match self.remaining {
             Some(n) => records.len().min(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -314,7 +319,7 @@ impl Printer {
         if let Some(n) = self.remaining.as_mut() {
             *n -= take as u64;
         }
-        print_stdout(&text)?;
+        write_stdout(&text)?;
         Ok(!self.is_done())
     }
 }

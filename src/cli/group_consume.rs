@@ -8,7 +8,10 @@
 //! prints records in the formats of `strata consume`, commits after every
 //! printed batch (and once more on the way out, including the start
 //! position of partitions that had no committed offset), and leaves the
-//! group when it exits.
+//! group when it exits. A batch is committed only once its write to stdout
+//! and the flush succeeded: when stdout fails (a full disk, or a reader
+//! that closed the pipe) the command leaves the group without committing
+//! that batch, so the group reads it again.
 //!
 //! Without `--follow` it exits once it has caught up: when every partition
 //! assigned to it has reached the high watermark that partition had when it
@@ -109,6 +112,12 @@ pub async fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
         uncommitted: BTreeSet::new(),
     };
     let outcome = session.consume(&mut printer).await;
+    if let Err(e @ (CliError::OutputClosed | CliError::Io { .. })) = outcome {
+        // The last batch did not reach the reader: leave without
+        // committing it (dropping the consumer closes the stream).
+        drop(session);
+        return Err(e);
+    }
     let starts = session.commit_starts().await;
     // Commit what was printed, and leave the group (closing the stream).
     let committed = session.consumer.close().await;

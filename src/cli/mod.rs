@@ -221,6 +221,11 @@ pub enum CliError {
     /// Logging could not be set up.
     #[error("cannot initialise logging: {0}")]
     Logging(String),
+    /// Whoever reads stdout closed it (e.g. `strata consume … | head`):
+    /// nothing more can be printed, so a consuming command stops, commits
+    /// nothing it did not print, and exits successfully without a message.
+    #[error("stdout was closed by its reader")]
+    OutputClosed,
     /// `strata verify` could not run or found problems.
     #[error("verify: {0}")]
     Verify(String),
@@ -246,13 +251,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 /// Writes `text` to stdout and flushes it. A closed pipe (`strata ... |
 /// head`) is not an error: the reader has what it wanted.
 pub(crate) fn print_stdout(text: &str) -> Result<(), CliError> {
+    match write_stdout(text) {
+        Err(CliError::OutputClosed) => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes `text` to stdout and flushes it, telling a closed pipe
+/// ([`CliError::OutputClosed`]) apart from other write errors: a consumer
+/// must know whether its records reached the reader before it commits them.
+pub(crate) fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Io {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::OutputClosed),
+        Err(e) => Err(CliError::Io {
             action: "write to stdout",
             source: e,
         }),
-        _ => Ok(()),
     }
 }
 

@@ -189,6 +189,54 @@ fn group_consume_commits_and_reset_replays() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// `strata consume orders --group payments` writing to `stdout` (whose read
+/// end is dropped at once with `close_pipe`).
+fn group_consume_into(b: &BrokerProcess, stdout: Stdio, close_pipe: bool) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["consume", "orders", "--group", "payments"])
+        .args(["--broker", &b.addr])
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    if close_pipe {
+        // The reader goes away before anything was printed.
+        drop(child.stdout.take());
+    }
+    child.wait_with_output().expect("strata output")
+}
+
+#[test]
+fn group_consume_commits_nothing_it_could_not_print() {
+    let b = BrokerProcess::start();
+    ok(&strata(&b, &["topic", "create", "orders"], ""));
+    let events: String = (0..5).map(|i| format!("event-{i}\n")).collect();
+    ok(&strata(&b, &["produce", "orders"], &events));
+
+    // A full disk behind stdout: an error, and nothing committed.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = group_consume_into(&b, Stdio::from(full), false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("write to stdout"), "{stderr}");
+
+    // A reader that closed the pipe: a quiet exit 0, and nothing committed.
+    let out = group_consume_into(&b, Stdio::piped(), true);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+
+    let all = ok(&strata(
+        &b,
+        &["consume", "orders", "--group", "payments"],
+        "",
+    ));
+    assert_eq!(all.lines().count(), 5, "nothing was committed: {all}");
+}
+
 #[tokio::test]
 async fn verify_reports_a_flipped_byte_and_refuses_a_running_broker() {
     let mut b = BrokerProcess::start();
