@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod groups;
 pub mod metadata;
+pub mod orphans;
 pub mod produce;
 pub mod tasks;
 pub mod topics;
@@ -92,7 +93,7 @@ impl Broker {
         let cache = MapCache::new(config.limits.max_open_segment_maps as usize);
         let metas = metadata::load_all(&data_dir)?;
         let clean = data_dir.join(CLEAN_SHUTDOWN_FILE).exists();
-        remove_orphan_topic_dirs(&data_dir, &metas);
+        orphans::remove_orphan_topic_dirs(&data_dir, &metas);
         let (shutdown, _) = watch::channel(false);
         let coordinator =
             groups::Coordinator::open(&data_dir.join("groups"), config.groups.clone())?;
@@ -263,6 +264,16 @@ impl Broker {
             });
         }
         self.check_partition_limits(partitions, partitions)?;
+        // Files of that name that no metadata names: a folder start-up left
+        // in place because it is not only Strata's, or a deleted topic's
+        // directory that could not be removed. Never adopt or delete them.
+        let dir = metadata::topic_dir(&self.data_dir, name);
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "cannot create topic '{name}': {} exists and is not a topic's (move it away, or restart the broker to clear a deleted topic's leftovers)",
+                dir.display()
+            )));
+        }
         let meta = TopicMeta {
             version: metadata::METADATA_VERSION,
             name: name.to_string(),
@@ -277,7 +288,7 @@ impl Broker {
         }) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                let _ = std::fs::remove_dir_all(metadata::topic_dir(&self.data_dir, name));
+                let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
         };
@@ -311,7 +322,8 @@ impl Broker {
             // The name is not repeated in full: `.deleted-` and a 249-character
             // name would pass the 255-byte limit of a file name.
             .join(format!(
-                ".deleted-{}-{:08x}",
+                "{}{}-{:08x}",
+                orphans::DELETED_PREFIX,
                 now_ms(),
                 crc32fast::hash(name.as_bytes())
             ));
@@ -466,20 +478,5 @@ pub fn describe(topic: &Topic) -> TopicDescription {
         name: topic.name.clone(),
         config: topic.config,
         partitions: topic.partitions.iter().map(|p| p.log.stats()).collect(),
-    }
-}
-
-/// Removes topic directories that have no metadata (interrupted creates and
-/// deletes).
-fn remove_orphan_topic_dirs(data_dir: &Path, metas: &[TopicMeta]) {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("topics")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !metas.iter().any(|m| m.name == name) {
-            tracing::warn!(path = %entry.path().display(), "removing topic files without metadata (interrupted create or delete)");
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
