@@ -14,7 +14,13 @@
 //! starts new partitions at their committed offsets, commits and drops
 //! revoked ones, and commits automatically on an interval; call it at
 //! least once per heartbeat interval (1 s by default), or the session
-//! times out and the partitions move to other members.
+//! times out and the partitions move to other members. After every epoch
+//! change it re-reads the committed offsets of the partitions it kept and
+//! moves those a `ResetOffsets` changed, so its commits never undo a reset;
+//! a member that was expelled and joins again drops what it owned without
+//! committing it (another member may have moved on). A fetch error of one
+//! partition is returned by the poll after the records already collected
+//! from others, so none of those is skipped.
 //! [`GroupConsumer`](super::GroupConsumer) is the alternative that rides
 //! one `Consume` stream instead.
 //!
@@ -57,7 +63,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::member::{AssignmentChange, MemberConfig, Membership};
+use super::member::{AssignmentChange, MemberConfig, Membership, TopicPartition};
 use super::{
     AutoOffsetReset, Client, ClientError, ConsumedRecord, OffsetSpec, PartitionOffset,
     TopicPartitions,
@@ -95,6 +101,10 @@ type Fetched = (String, u32, u64, Result<Vec<ConsumedRecord>, ClientError>);
 struct Assigned {
     /// Next offset to hand to the application.
     position: u64,
+    /// As a group member: the group's committed offset as far as this
+    /// consumer knows (where it started reading, or its own last commit).
+    /// One that moved without this consumer is a `ResetOffsets`.
+    committed: Option<u64>,
     /// Bumped by every seek; fetches of older generations are dropped.
     generation: u64,
     reader: JoinHandle<()>,
@@ -109,6 +119,9 @@ pub struct Consumer {
     generation: u64,
     max_bytes: u32,
     membership: Option<Membership>,
+    /// A fetch error met while records of other partitions were already
+    /// collected: those are handed out first, the error by the next poll.
+    deferred_error: Option<ClientError>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -131,6 +144,7 @@ impl Consumer {
             generation: 0,
             max_bytes: 0,
             membership: None,
+            deferred_error: None,
         }
     }
 
@@ -207,13 +221,25 @@ impl Consumer {
             }
             let result = self
                 .client
-                .commit_offsets(&m.group, &m.member_id, m.epoch, offsets)
+                .commit_offsets(&m.group, &m.member_id, m.epoch, offsets.clone())
                 .await;
             match result {
                 Err(e) if attempt == 0 && e.code() == tonic::Code::FailedPrecondition => {
+                    // The epoch moved: a rebalance or a reset. The heartbeat
+                    // learns the new epoch and moves partitions whose
+                    // committed offset was reset, so the retry commits the
+                    // reset positions rather than undoing them.
                     self.heartbeat_now().await?;
                 }
                 other => {
+                    if other.is_ok() {
+                        for o in &offsets {
+                            if let Some(a) = self.assigned.get_mut(&(o.topic.clone(), o.partition))
+                            {
+                                a.committed = Some(o.offset);
+                            }
+                        }
+                    }
                     if let Some(m) = &mut self.membership {
                         m.last_commit = std::time::Instant::now();
                     }
@@ -259,13 +285,84 @@ impl Consumer {
         committed.and(left)
     }
 
-    /// Heartbeats now and applies the assignment change.
+    /// Heartbeats now and applies the assignment change; after an epoch
+    /// change, follows offsets that a `ResetOffsets` moved.
     async fn heartbeat_now(&mut self) -> Result<(), ClientError> {
         let Some(m) = &mut self.membership else {
             return Ok(());
         };
-        let change = m.heartbeat(&self.client).await?;
-        self.apply(change).await
+        let epoch = m.epoch;
+        let change = match m.heartbeat(&self.client).await {
+            Ok(change) => change,
+            Err(e) => {
+                // Partitions no longer owned (lost when the member was
+                // expelled and could not join again) must not be read.
+                self.drop_unowned();
+                return Err(e);
+            }
+        };
+        let kept: Vec<TopicPartition> = m
+            .owned
+            .iter()
+            .filter(|tp| !change.added.contains(*tp))
+            .cloned()
+            .collect();
+        let epoch_moved = m.epoch != epoch;
+        self.apply(change).await?;
+        if epoch_moved {
+            self.follow_resets(&kept).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops reading partitions the membership does not own, uncommitted.
+    fn drop_unowned(&mut self) {
+        let Some(m) = &self.membership else { return };
+        let unowned: Vec<TopicPartition> = self
+            .assigned
+            .keys()
+            .filter(|k| !m.owned.contains(*k))
+            .cloned()
+            .collect();
+        for (topic, partition) in unowned {
+            self.unassign(&topic, partition);
+        }
+    }
+
+    /// Re-reads the group's committed offsets of `partitions` (kept across
+    /// an epoch change) and moves each whose offset changed without this
+    /// consumer (a `ResetOffsets`) to the new offset, dropping what was
+    /// prefetched from the old position.
+    async fn follow_resets(&mut self, partitions: &[TopicPartition]) -> Result<(), ClientError> {
+        let Some(m) = &self.membership else {
+            return Ok(());
+        };
+        let partitions: Vec<&TopicPartition> = partitions
+            .iter()
+            .filter(|tp| self.assigned.contains_key(*tp))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let group = m.group.clone();
+        let committed = self
+            .client
+            .fetch_offsets(&group, to_request(partitions.iter().copied()))
+            .await?;
+        for o in committed {
+            let key = (o.topic, o.partition);
+            let Some(a) = self.assigned.get(&key) else {
+                continue;
+            };
+            if a.committed != Some(o.offset) {
+                tracing::info!(group = %group, topic = %key.0, partition = key.1, offset = o.offset, "committed offset was reset: continuing from it");
+                self.seek(&key.0, key.1, SeekTo::Offset(o.offset)).await?;
+                if let Some(a) = self.assigned.get_mut(&key) {
+                    a.committed = Some(o.offset);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Group duties due now: the heartbeat and the automatic commit.
@@ -287,9 +384,11 @@ impl Consumer {
         Ok(())
     }
 
-    /// Starts added partitions at their committed offsets and commits and
-    /// drops revoked ones; tells the coordinator at once when something was
-    /// released, so the next owner does not wait a heartbeat interval.
+    /// Starts added partitions at their committed offsets, commits and drops
+    /// revoked ones and drops lost ones; tells the coordinator at once when
+    /// something was released, so the next owner does not wait a heartbeat
+    /// interval. Added partitions that could not be started are given up
+    /// (not reported as owned), so the next heartbeat hands them out again.
     async fn apply(&mut self, change: AssignmentChange) -> Result<(), ClientError> {
         let Some(m) = &self.membership else {
             return Ok(());
@@ -312,32 +411,53 @@ impl Consumer {
                 self.unassign(topic, *partition);
             }
         }
+        for (topic, partition) in &change.lost {
+            self.unassign(topic, *partition);
+        }
         if !change.added.is_empty() {
-            let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-            for (topic, partition) in &change.added {
-                by_topic.entry(topic.clone()).or_default().push(*partition);
-            }
-            let request = by_topic
-                .into_iter()
-                .map(|(topic, partitions)| TopicPartitions { topic, partitions })
-                .collect();
-            let committed = self.client.fetch_offsets(&group, request).await?;
-            for (topic, partition) in change.added {
-                let at = committed
-                    .iter()
-                    .find(|o| o.topic == topic && o.partition == partition)
-                    .map_or(
-                        match reset {
-                            AutoOffsetReset::Earliest => SeekTo::Earliest,
-                            _ => SeekTo::Latest,
-                        },
-                        |o| SeekTo::Offset(o.offset),
-                    );
-                self.seek(&topic, partition, at).await?;
+            if let Err(e) = self.start_added(&group, reset, &change.added).await {
+                if let Some(m) = &mut self.membership {
+                    for tp in &change.added {
+                        if !self.assigned.contains_key(tp) {
+                            m.owned.remove(tp);
+                        }
+                    }
+                }
+                return Err(e);
             }
         }
         if !change.revoked.is_empty() {
             Box::pin(self.heartbeat_now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts reading newly assigned partitions at the group's committed
+    /// offsets, or where `reset` says for partitions without one.
+    async fn start_added(
+        &mut self,
+        group: &str,
+        reset: AutoOffsetReset,
+        added: &[TopicPartition],
+    ) -> Result<(), ClientError> {
+        let committed = self
+            .client
+            .fetch_offsets(group, to_request(added.iter()))
+            .await?;
+        for (topic, partition) in added {
+            let stored = committed
+                .iter()
+                .find(|o| o.topic == *topic && o.partition == *partition)
+                .map(|o| o.offset);
+            let at = match (stored, reset) {
+                (Some(offset), _) => SeekTo::Offset(offset),
+                (None, AutoOffsetReset::Earliest) => SeekTo::Earliest,
+                (None, _) => SeekTo::Latest,
+            };
+            self.seek(topic, *partition, at).await?;
+            if let Some(a) = self.assigned.get_mut(&(topic.clone(), *partition)) {
+                a.committed = stored;
+            }
         }
         Ok(())
     }
@@ -415,6 +535,7 @@ impl Consumer {
             (topic.to_string(), partition),
             Assigned {
                 position: offset,
+                committed: None,
                 generation: self.generation,
                 reader,
             },
@@ -449,6 +570,9 @@ impl Consumer {
         &mut self,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<TopicRecord>, ClientError> {
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
         let mut out = Vec::new();
         loop {
             let next = if out.is_empty() {
@@ -468,7 +592,16 @@ impl Consumer {
             if a.generation != generation {
                 continue;
             }
-            let records = result?;
+            let records = match result {
+                Ok(records) => records,
+                // Hand out what was collected (its positions advanced
+                // already); the error comes with the next poll.
+                Err(e) if !out.is_empty() => {
+                    self.deferred_error = Some(e);
+                    return Ok(out);
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(last) = records.last() {
                 a.position = last.offset + 1;
             }
@@ -505,6 +638,18 @@ impl Drop for Consumer {
             a.reader.abort();
         }
     }
+}
+
+/// A `FetchOffsets` request for `partitions`, grouped by topic.
+fn to_request<'a>(partitions: impl Iterator<Item = &'a TopicPartition>) -> Vec<TopicPartitions> {
+    let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        by_topic.entry(topic.clone()).or_default().push(*partition);
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, partitions)| TopicPartitions { topic, partitions })
+        .collect()
 }
 
 /// One partition's reader: long-polls ahead; the channel send waits when the

@@ -56,6 +56,10 @@ pub struct AssignmentChange {
     pub added: Vec<TopicPartition>,
     /// Partitions to commit and stop reading.
     pub revoked: Vec<TopicPartition>,
+    /// Partitions to stop reading *without* committing: the member was
+    /// expelled (its session expired or it was fenced), so they may belong
+    /// to another member by now, and the old positions must not be stored.
+    pub lost: Vec<TopicPartition>,
 }
 
 /// One group membership.
@@ -114,7 +118,8 @@ impl Membership {
 
     /// Sends a heartbeat now and returns what changed in the assignment. A
     /// member the broker no longer knows (its session expired) joins again
-    /// and gives up everything it owned first.
+    /// and gives up everything it owned first, uncommitted
+    /// ([`AssignmentChange::lost`]).
     ///
     /// # Errors
     /// The broker's status or a connection error; the membership is
@@ -136,11 +141,13 @@ impl Membership {
             {
                 // Fenced or expired: everything owned is lost; join again.
                 tracing::warn!(group = %self.group, member = %self.member_id, reason = %status.message(), "rejoining the group");
-                let revoked: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
+                let lost: Vec<_> = std::mem::take(&mut self.owned).into_iter().collect();
                 self.member_id.clear();
                 self.epoch = 0;
+                // If joining again fails, nothing is owned now and the next
+                // heartbeat tries again.
                 let mut change = Box::pin(self.heartbeat(client)).await?;
-                change.revoked = revoked;
+                change.lost = lost;
                 return Ok(change);
             }
             Err(status) => {
@@ -163,6 +170,7 @@ impl Membership {
         let change = AssignmentChange {
             added: target.difference(&self.owned).cloned().collect(),
             revoked: self.owned.difference(&target).cloned().collect(),
+            lost: Vec::new(),
         };
         self.owned = target;
         Ok(change)

@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod cli;
+mod consumer_member;
 mod corruption;
 mod crash;
 mod disk_full;

@@ -464,7 +464,8 @@ impl Broker {
             }
         }
         if let Some(g) = inner.groups.get(group) {
-            g.check_commit(member_id, member_epoch)
+            let partitions = offsets.iter().map(|o| (o.topic.as_str(), o.partition));
+            g.check_commit(member_id, member_epoch, partitions)
                 .map_err(group_error)?;
         }
         let records: Vec<OffsetRecord> = offsets

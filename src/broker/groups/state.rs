@@ -81,6 +81,19 @@ pub enum GroupError {
         /// Current epoch.
         current: i32,
     },
+    /// A member committed a partition it neither is assigned nor still
+    /// holds (e.g. one it lost when it was expelled and joined again).
+    #[error("member '{member}' of group '{group}' does not own {topic}/{partition}: only a partition's owner commits it")]
+    NotOwner {
+        /// Group.
+        group: String,
+        /// Member.
+        member: String,
+        /// Topic of the partition.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// A commit without a member id while the group has live members.
     #[error("group '{group}' has {members} live member(s): commits must come from a member with its id and epoch")]
     NotStandalone {
@@ -293,10 +306,16 @@ impl GroupState {
         changed
     }
 
-    /// Checks that a commit may be stored: from the member at its current
-    /// epoch, or (empty member id) from a standalone consumer while the
-    /// group has no live members.
-    pub fn check_commit(&self, member: &str, epoch: i32) -> Result<(), GroupError> {
+    /// Checks that a commit of `partitions` may be stored: from the member
+    /// at its current epoch, of partitions it is assigned or still holds
+    /// (one being released), or (empty member id) from a standalone
+    /// consumer while the group has no live members.
+    pub fn check_commit<'a>(
+        &self,
+        member: &str,
+        epoch: i32,
+        partitions: impl IntoIterator<Item = (&'a str, u32)>,
+    ) -> Result<(), GroupError> {
         if member.is_empty() {
             if self.members.is_empty() {
                 return Ok(());
@@ -320,6 +339,17 @@ impl GroupState {
                 given: epoch,
                 current: m.epoch,
             });
+        }
+        for (topic, partition) in partitions {
+            let tp = (topic.to_string(), partition);
+            if !m.sent.contains(&tp) && !m.owned.contains(&tp) {
+                return Err(GroupError::NotOwner {
+                    group: self.name.clone(),
+                    member: member.to_string(),
+                    topic: tp.0,
+                    partition,
+                });
+            }
         }
         Ok(())
     }
@@ -421,29 +451,72 @@ mod tests {
             commit_time_ms: 1,
         };
         assert!(
-            g.check_commit("", -1).is_ok(),
+            g.check_commit("", -1, []).is_ok(),
             "standalone commits on an empty group"
         );
         g.join("a".into(), topics(&["t"]), 100, 0, MemberKind::Heartbeat);
         g.recompute_targets(&parts);
         let (e, _) = g.reconcile("a").unwrap();
-        assert!(g.check_commit("a", e).is_ok());
+        assert!(g.check_commit("a", e, []).is_ok());
         assert!(matches!(
-            g.check_commit("", -1),
+            g.check_commit("", -1, []),
             Err(GroupError::NotStandalone { .. })
         ));
         assert!(matches!(
-            g.check_commit("zz", e),
+            g.check_commit("zz", e, []),
             Err(GroupError::UnknownMember { .. })
         ));
         g.reset(vec![(("t".into(), 0), c)]);
         assert!(matches!(
-            g.check_commit("a", e),
+            g.check_commit("a", e, []),
             Err(GroupError::StaleEpoch { .. })
         ));
-        assert!(g.check_commit("a", e + 1).is_ok());
+        assert!(g.check_commit("a", e + 1, []).is_ok());
         // Expiry after the session timeout.
         assert!(g.expire(50).is_empty());
         assert_eq!(g.expire(101), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn members_commit_only_partitions_they_are_assigned_or_still_hold() {
+        let parts = BTreeMap::from([("t".to_string(), 2)]);
+        let mut g = GroupState::new("g", 0);
+        g.join("a".into(), topics(&["t"]), 1000, 0, MemberKind::Heartbeat);
+        g.recompute_targets(&parts);
+        let (e, owned) = g.reconcile("a").unwrap();
+        g.heartbeat("a", e, None, owned, 1).unwrap();
+        assert!(g.check_commit("a", e, [("t", 0), ("t", 1)]).is_ok());
+        assert!(matches!(
+            g.check_commit("a", e, [("t", 0), ("t", 2)]),
+            Err(GroupError::NotOwner { partition: 2, .. })
+        ));
+        // "b" joins: one partition moves, but "a" holds it until it says it
+        // released it, and may commit it meanwhile; "b" may not yet.
+        g.join("b".into(), topics(&["t"]), 1000, 1, MemberKind::Heartbeat);
+        g.recompute_targets(&parts);
+        g.reconcile_all();
+        let (ea, a_now) = g.reconcile("a").unwrap();
+        let (eb, b_now) = g.reconcile("b").unwrap();
+        assert_eq!(a_now.len(), 1);
+        assert!(b_now.is_empty());
+        let moved: Vec<_> = [("t", 0), ("t", 1)]
+            .into_iter()
+            .filter(|(t, p)| !a_now.contains(&(t.to_string(), *p)))
+            .collect();
+        assert!(g.check_commit("a", ea, moved.clone()).is_ok());
+        assert!(matches!(
+            g.check_commit("b", eb, moved.clone()),
+            Err(GroupError::NotOwner { .. })
+        ));
+        // Once "a" reported the release, only "b" (once told) commits it.
+        g.heartbeat("a", ea, None, a_now, 2).unwrap();
+        g.reconcile_all();
+        let (eb, b_now) = g.reconcile("b").unwrap();
+        assert_eq!(b_now.len(), 1);
+        assert!(matches!(
+            g.check_commit("a", ea, moved.clone()),
+            Err(GroupError::NotOwner { .. })
+        ));
+        assert!(g.check_commit("b", eb, moved).is_ok());
     }
 }
