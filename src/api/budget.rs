@@ -18,9 +18,14 @@
 //!   keeps up to its stream window of it, so waiting requests could starve
 //!   one that holds budget on the same connection of the rest of its body,
 //!   and nothing would ever give the budget back.
-//! - A request bigger than the whole budget (but within
-//!   `limits.max_request_bytes`, which tonic enforces itself) can never
+//! - A request bigger than the whole budget (but within tonic's decode
+//!   limit, which sits 1 MiB above `limits.max_request_bytes`) can never
 //!   fit: it is refused at once with `RESOURCE_EXHAUSTED` naming the limit.
+//!   Every message tonic would read is budgeted, including those between
+//!   `limits.max_request_bytes` and tonic's limit, which the handlers then
+//!   refuse: tonic reads them whole first. Only a message over tonic's
+//!   limit passes unbudgeted, because tonic refuses it from its prefix
+//!   without reading the body.
 //! - A request whose body ends before 5 bytes passes through untouched
 //!   (tonic rejects it).
 //!
@@ -66,17 +71,18 @@ enum Refusal {
 pub struct Budget {
     permits: Arc<Semaphore>,
     budget_bytes: u32,
-    max_request_bytes: u32,
+    decode_limit_bytes: usize,
 }
 
 impl Budget {
-    /// A budget of `budget_bytes` for requests of at most
-    /// `max_request_bytes` (bigger ones are left to tonic's own limit).
-    pub fn new(budget_bytes: u32, max_request_bytes: u32) -> Budget {
+    /// A budget of `budget_bytes` for every message tonic reads, i.e. of
+    /// at most `decode_limit_bytes` (tonic's `max_decoding_message_size`;
+    /// bigger ones tonic refuses without reading them).
+    pub fn new(budget_bytes: u32, decode_limit_bytes: usize) -> Budget {
         Budget {
             permits: Arc::new(Semaphore::new(budget_bytes as usize)),
             budget_bytes,
-            max_request_bytes,
+            decode_limit_bytes,
         }
     }
 
@@ -86,7 +92,8 @@ impl Budget {
     }
 
     /// Waits until a message of `message_bytes` fits. `Ok(None)` for a
-    /// message over the request limit (tonic refuses it without reading it).
+    /// message over tonic's decode limit (tonic refuses it without reading
+    /// it).
     ///
     /// # Errors
     ///
@@ -98,7 +105,7 @@ impl Budget {
         message_bytes: u32,
         wait: Duration,
     ) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
-        if message_bytes > self.max_request_bytes {
+        if message_bytes as usize > self.decode_limit_bytes {
             return Ok(None);
         }
         let needed = u64::from(message_bytes) + PREFIX_BYTES as u64;
@@ -355,8 +362,23 @@ mod tests {
             "{err}"
         );
         assert_eq!(to_status(err).code(), tonic::Code::ResourceExhausted);
-        // Over the request limit: tonic's own limit answers, no budget taken.
+        // Over tonic's limit: tonic answers from the prefix, no budget taken.
         assert!(budget.admit(1001, WAIT).await.unwrap().is_none());
         assert_eq!(budget.available_bytes(), 100);
+    }
+
+    #[tokio::test]
+    async fn every_message_tonic_reads_is_budgeted() {
+        let (max_request_bytes, decode_limit) = (400u32, 1000usize);
+        let budget = Budget::new(2000, decode_limit);
+        // Over Strata's request limit, under tonic's: tonic reads it whole
+        // before the handler refuses it, so it holds budget meanwhile.
+        let permit = budget.admit(max_request_bytes + 100, WAIT).await.unwrap();
+        assert!(permit.is_some());
+        assert_eq!(budget.available_bytes(), 2000 - 505);
+        drop(permit);
+        let at_limit = budget.admit(1000, WAIT).await.unwrap();
+        assert!(at_limit.is_some());
+        assert!(budget.admit(1001, WAIT).await.unwrap().is_none());
     }
 }

@@ -330,10 +330,7 @@ fn build_router(
     let authenticate = access.interceptor();
     // Authentication runs first, so unauthenticated requests never wait
     // for (or hold) request budget.
-    let budget = budget::Budget::new(
-        config.limits.max_inflight_request_bytes,
-        config.limits.max_request_bytes,
-    );
+    let budget = budget::Budget::new(config.limits.max_inflight_request_bytes, decode_limit);
     let log = LogServer::new(log::LogService::new(broker.clone()).with_access(access.clone()))
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(encode_limit);
