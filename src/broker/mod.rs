@@ -126,6 +126,7 @@ impl Broker {
                 .and_then(|()| crate::storage::fs::sync_dir(&broker.data_dir))
                 .map_err(|e| io(&marker, e))?;
         }
+        broker.forget_offsets_of_missing_topics()?;
         tracing::info!(
             clean_shutdown_before = clean,
             topics = broker.topics_read().len(),
@@ -334,6 +335,11 @@ impl Broker {
         };
         if let Err(e) = std::fs::remove_dir_all(&target) {
             tracing::warn!(path = %target.display(), error = %e, "could not remove a deleted topic's files; they are removed at next start");
+        }
+        // The delete is committed; a failure here leaves offsets that the
+        // next start forgets (before any topic of the name can be created).
+        if let Err(e) = self.forget_topic_offsets(name) {
+            tracing::warn!(topic = name, error = %e, "could not forget the deleted topic's committed offsets; they are forgotten at next start");
         }
         tracing::info!(topic = name, "deleted topic");
         drop(_admin);

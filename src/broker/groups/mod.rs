@@ -714,7 +714,7 @@ impl Broker {
                         committed,
                         ..
                     } => Some(((topic, partition), committed)),
-                    OffsetRecord::Delete { .. } => None,
+                    OffsetRecord::Delete { .. } | OffsetRecord::TopicDeleted { .. } => None,
                 })
                 .collect(),
         );
@@ -766,6 +766,52 @@ impl Broker {
     }
 
     /// Recomputes every group's assignment after topics changed.
+    /// Forgets every group's committed offsets of `topic` (deleted), durably,
+    /// so that a topic created again under the name starts with none.
+    ///
+    /// # Errors
+    /// The offsets log could not be written.
+    pub(crate) fn forget_topic_offsets(&self, topic: &str) -> Result<()> {
+        let mut inner = self.coordinator.lock();
+        let holds = inner
+            .groups
+            .values()
+            .any(|g| g.committed.keys().any(|(t, _)| t == topic));
+        if !holds {
+            return Ok(());
+        }
+        let record = OffsetRecord::TopicDeleted {
+            topic: topic.to_string(),
+        };
+        Coordinator::persist(&mut inner, std::slice::from_ref(&record))?;
+        offsets::apply(&mut inner.groups, record);
+        Coordinator::compact_if_due(&mut inner);
+        tracing::info!(topic, "forgot the deleted topic's committed offsets");
+        Ok(())
+    }
+
+    /// At start: forgets committed offsets of topics that no longer exist
+    /// (a delete that stopped between removing the topic's metadata, its
+    /// commit point, and forgetting its offsets). Commits are only accepted
+    /// for existing partitions, so no other offsets name a missing topic.
+    pub(crate) fn forget_offsets_of_missing_topics(&self) -> Result<()> {
+        let existing: BTreeSet<String> = self.topics_read().keys().cloned().collect();
+        let missing: BTreeSet<String> = {
+            let inner = self.coordinator.lock();
+            inner
+                .groups
+                .values()
+                .flat_map(|g| g.committed.keys().map(|(t, _)| t))
+                .filter(|t| !existing.contains(*t))
+                .cloned()
+                .collect()
+        };
+        for topic in missing {
+            self.forget_topic_offsets(&topic)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn topics_changed(&self) {
         let partitions = self.partition_counts();
         let mut inner = self.coordinator.lock();
@@ -858,6 +904,64 @@ mod tests {
             .map(|(name, _, _)| name)
             .collect();
         assert_eq!(names, ["g", "r"], "the deleted group stays deleted");
+    }
+
+    /// The topics `group` has committed offsets of.
+    fn committed_topics(broker: &Broker, group: &str) -> Vec<String> {
+        broker
+            .fetch_offsets(group, Vec::new())
+            .unwrap()
+            .into_iter()
+            .map(|(topic, _, _)| topic)
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_topic_takes_its_committed_offsets_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
+        broker
+            .create_topic("u", 1, TopicOverrides::default())
+            .unwrap();
+        let at = |topic: &str| OffsetCommit {
+            topic: topic.into(),
+            ..commit("")
+        };
+        broker
+            .commit_offsets("g", "", 0, vec![at("t"), at("u")])
+            .unwrap();
+        broker.delete_topic("t").unwrap();
+        assert_eq!(committed_topics(&broker, "g"), ["u"]);
+        // Created again: it starts without the old topic's offsets, also
+        // after a restart (the forgetting is in the offsets log).
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        assert_eq!(committed_topics(&broker, "g"), ["u"]);
+        broker.close().unwrap();
+        drop(broker);
+        let broker = open(dir.path(), |_| {});
+        assert_eq!(committed_topics(&broker, "g"), ["u"]);
+    }
+
+    #[test]
+    fn offsets_of_a_topic_deleted_by_an_interrupted_delete_are_forgotten_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
+        broker.commit_offsets("g", "", 0, vec![commit("")]).unwrap();
+        broker.close().unwrap();
+        drop(broker);
+        // The delete stopped right after its commit point.
+        crate::broker::metadata::remove(dir.path(), "t").unwrap();
+        let broker = open(dir.path(), |_| {});
+        assert!(committed_topics(&broker, "g").is_empty());
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        broker.close().unwrap();
+        drop(broker);
+        let broker = open(dir.path(), |_| {});
+        assert!(committed_topics(&broker, "g").is_empty());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! Body: `u8 kind`, `u16 group_len`, group (UTF-8), then for kind 1 (commit):
 //! `u16 topic_len`, topic, `u32 partition`, `u64 offset`, `i64
 //! commit_time_ms`, `u32 metadata_len`, metadata (UTF-8). Kind 2 (group
-//! deleted) has no more fields.
+//! deleted) has no more fields. Kind 3 (topic deleted: every group's
+//! offsets of the topic are forgotten) has an empty group, then `u16
+//! topic_len`, topic.
 //!
 //! # Durability
 //!
@@ -49,6 +51,7 @@ pub const COMPACT_RETRY_BYTES: u64 = 1 << 20;
 
 const KIND_COMMIT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_TOPIC_DELETED: u8 = 3;
 
 /// One change to the committed state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,12 @@ pub enum OffsetRecord {
     Delete {
         /// Group.
         group: String,
+    },
+    /// A deleted topic: every group's committed offsets of it are gone, so
+    /// a topic created again under the name starts with none.
+    TopicDeleted {
+        /// Topic.
+        topic: String,
     },
 }
 
@@ -98,6 +107,11 @@ impl OffsetRecord {
             OffsetRecord::Delete { group } => {
                 body.push(KIND_DELETE);
                 put_str16(&mut body, group);
+            }
+            OffsetRecord::TopicDeleted { topic } => {
+                body.push(KIND_TOPIC_DELETED);
+                put_str16(&mut body, "");
+                put_str16(&mut body, topic);
             }
         }
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -146,6 +160,10 @@ impl OffsetRecord {
                 }
             }
             KIND_DELETE => OffsetRecord::Delete { group },
+            KIND_TOPIC_DELETED if group.is_empty() => {
+                OffsetRecord::TopicDeleted { topic: r.str16()? }
+            }
+            KIND_TOPIC_DELETED => return Err("topic deletion record with a group"),
             _ => return Err("unknown record kind"),
         };
         if !r.buf.is_empty() {
@@ -207,6 +225,11 @@ pub fn apply(groups: &mut BTreeMap<String, GroupState>, record: OffsetRecord) {
         }
         OffsetRecord::Delete { group } => {
             groups.remove(&group);
+        }
+        OffsetRecord::TopicDeleted { topic } => {
+            for g in groups.values_mut() {
+                g.committed.retain(|(t, _), _| *t != topic);
+            }
         }
     }
 }
@@ -519,6 +542,7 @@ mod tests {
         prop_oneof![
             4 => commit,
             1 => ".{0,12}".prop_map(|group| OffsetRecord::Delete { group }),
+            1 => ".{0,12}".prop_map(|topic| OffsetRecord::TopicDeleted { topic }),
         ]
     }
 
