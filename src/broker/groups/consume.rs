@@ -83,7 +83,7 @@ impl Broker {
                 let _ = member.tx.send(Err(e)).await;
             }
             // Leave at once so the partitions move to the other members.
-            let _ = member.broker.leave_group(&member.group, &member.member_id);
+            let _ = member.broker.leave_stream(&member.group, &member.member_id);
         });
         Ok(rx)
     }

@@ -382,23 +382,43 @@ impl Broker {
         })
     }
 
-    /// Removes a member at once; its partitions go to the others.
+    /// Removes a heartbeat member at once (`LeaveGroup`, or a heartbeat
+    /// with epoch -1); its partitions go to the others. A `Consume` stream's
+    /// member cannot be removed this way: it leaves when its stream closes.
     pub fn leave_group(&self, group: &str, member_id: &str) -> Result<()> {
+        self.remove_member(group, member_id, Some(MemberKind::Heartbeat))
+    }
+
+    /// Removes the member of a `Consume` stream that ended.
+    pub(crate) fn leave_stream(&self, group: &str, member_id: &str) -> Result<()> {
+        self.remove_member(group, member_id, None)
+    }
+
+    /// Removes member `member_id` of `group` if it is of `kind` (any kind
+    /// with `None`), and its stream entry; nothing changes otherwise.
+    fn remove_member(&self, group: &str, member_id: &str, kind: Option<MemberKind>) -> Result<()> {
         let partitions = self.partition_counts();
         let mut inner = self.coordinator.lock();
-        inner.streams.remove(member_id);
-        let g = inner.groups.get_mut(group).ok_or_else(|| {
-            BrokerError::FailedPrecondition(format!(
-                "member '{member_id}' is not in group '{group}'"
-            ))
-        })?;
-        if !g.leave(member_id) {
-            return Err(group_error(GroupError::UnknownMember {
+        if kind.is_none() {
+            // The stream itself ended: its entry goes whatever the group says.
+            inner.streams.remove(member_id);
+        }
+        let unknown = || {
+            group_error(GroupError::UnknownMember {
                 group: group.to_string(),
                 member: member_id.to_string(),
-            }));
+            })
+        };
+        let g = inner.groups.get_mut(group).ok_or_else(unknown)?;
+        let found = g.members.get(member_id).ok_or_else(unknown)?.kind;
+        if kind.is_some_and(|k| k != found) {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "member '{member_id}' of group '{group}' is a Consume stream: it leaves when its stream closes"
+            )));
         }
+        g.leave(member_id);
         g.last_activity_ms = now_ms();
+        inner.streams.remove(member_id);
         tracing::info!(group, member = member_id, "member left");
         Coordinator::rebalance(&mut inner, group, &partitions);
         Ok(())
@@ -962,6 +982,47 @@ mod tests {
         drop(broker);
         let broker = open(dir.path(), |_| {});
         assert!(committed_topics(&broker, "g").is_empty());
+    }
+
+    #[tokio::test]
+    async fn leave_group_cannot_end_a_consume_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
+        let mut events = broker
+            .consume("g", vec!["t".into()], consume::AutoReset::Earliest)
+            .unwrap();
+        let joined = events.recv().await.unwrap().unwrap();
+        let id = {
+            let inner = broker.coordinator.lock();
+            inner.groups["g"].members.keys().next().unwrap().clone()
+        };
+        drop(joined);
+        // Named under another group, or as a heartbeat member: refused,
+        // and the stream's member and wake-up entry stay.
+        let err = broker.leave_group("other", &id).unwrap_err();
+        assert!(matches!(err, BrokerError::FailedPrecondition(_)), "{err}");
+        let err = broker.leave_group("g", &id).unwrap_err();
+        assert!(err.to_string().contains("Consume stream"), "{err}");
+        {
+            let inner = broker.coordinator.lock();
+            assert!(inner.groups["g"].members.contains_key(&id));
+            assert!(inner.streams.contains_key(&id));
+        }
+        // Closing the stream is what makes it leave.
+        drop(events);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while broker.coordinator.lock().groups["g"]
+            .members
+            .contains_key(&id)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stream never left"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!broker.coordinator.lock().streams.contains_key(&id));
     }
 
     #[test]
