@@ -142,6 +142,11 @@ pub struct GroupSettings {
     /// Bytes of `metadata` one committed offset may carry (like Kafka's
     /// `offset.metadata.max.bytes`). Default: 4,096; at most 65,536.
     pub max_commit_metadata_bytes: u32,
+    /// A `Consume` stream whose client accepts nothing for this long while
+    /// events wait to be sent is ended, and its member leaves the group so
+    /// its partitions move to the others (like Kafka's
+    /// `max.poll.interval.ms`), ms. Default: 300,000.
+    pub stream_stall_timeout_ms: u32,
 }
 
 impl Default for GroupSettings {
@@ -155,6 +160,7 @@ impl Default for GroupSettings {
             max_groups: 10_000,
             max_members_per_group: 1000,
             max_commit_metadata_bytes: 4096,
+            stream_stall_timeout_ms: 300_000,
         }
     }
 }
@@ -405,6 +411,12 @@ impl BrokerConfig {
                     "must be at least 1 and below groups.session_timeout_ms ({})",
                     g.session_timeout_ms
                 ),
+            );
+        }
+        if g.stream_stall_timeout_ms == 0 {
+            return invalid(
+                "groups.stream_stall_timeout_ms",
+                "must be at least 1".into(),
             );
         }
         if g.max_commit_metadata_bytes > MAX_COMMIT_METADATA_BYTES {

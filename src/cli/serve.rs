@@ -233,6 +233,10 @@ pub struct GroupArgs {
     /// Most bytes of metadata per committed offset [default: 4096, at most 65536].
     #[arg(long, value_name = "B", env = "STRATA_MAX_COMMIT_METADATA_BYTES")]
     pub max_commit_metadata_bytes: Option<u32>,
+    /// A Consume stream whose client reads nothing for this long while
+    /// events wait is ended and leaves its group, ms [default: 300000].
+    #[arg(long, value_name = "MS", env = "STRATA_STREAM_STALL_TIMEOUT_MS")]
+    pub stream_stall_timeout_ms: Option<u32>,
 }
 
 /// Malloc arenas the broker allows itself, unless `MALLOC_ARENA_MAX` says
@@ -352,6 +356,7 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
         &mut g.max_commit_metadata_bytes,
         &a.max_commit_metadata_bytes,
     );
+    set(&mut g.stream_stall_timeout_ms, &a.stream_stall_timeout_ms);
 
     let (s, a) = (&mut base.security, &args.security);
     set_some(&mut s.tls_cert, &a.tls_cert);
@@ -625,6 +630,10 @@ mod tests {
             (
                 "max-commit-metadata-bytes",
                 d.groups.max_commit_metadata_bytes.to_string(),
+            ),
+            (
+                "stream-stall-timeout-ms",
+                d.groups.stream_stall_timeout_ms.to_string(),
             ),
         ];
         let command = Wrapper::command();

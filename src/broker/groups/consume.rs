@@ -6,9 +6,17 @@
 //! Partitions are released as soon as the stream stops reading them (it
 //! lives inside the broker, so no heartbeat round-trip is needed), which is
 //! what lets a partition move to its new owner at once after a clean leave.
+//!
+//! A client that stops reading cannot hold its partitions: a send waiting
+//! for the client gives way to a rebalance or reset (the unsent event is
+//! dropped and its records read again later; a position only moves past
+//! records whose event was handed on), and a client that accepts nothing
+//! for `groups.stream_stall_timeout_ms` while events wait is ended with
+//! `FAILED_PRECONDITION`, and its member leaves the group.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::WatchStream;
@@ -47,6 +55,18 @@ struct StreamMember {
     positions: BTreeMap<TopicPartition, u64>,
     epoch: i32,
     reset_generation: u64,
+    /// A wake-up was taken from `wake` and not acted on yet.
+    woken: bool,
+}
+
+/// What became of an event the stream tried to send.
+enum Sent {
+    /// The client's buffer took it.
+    Sent,
+    /// A wake-up (rebalance or reset) came first; the event was dropped.
+    Woken,
+    /// The client went away or the broker is stopping.
+    Gone,
 }
 
 impl Broker {
@@ -76,14 +96,19 @@ impl Broker {
             positions: BTreeMap::new(),
             epoch: 0,
             reset_generation: 0,
+            woken: true,
         };
         tokio::spawn(async move {
             let outcome = member.run().await;
-            if let Err(e) = outcome {
-                let _ = member.tx.send(Err(e)).await;
-            }
             // Leave at once so the partitions move to the other members.
             let _ = member.broker.leave_stream(&member.group, &member.member_id);
+            if let Err(e) = outcome {
+                // The client may be the one not reading: do not wait for it
+                // longer than for any other event.
+                let stall = u64::from(member.broker.config.groups.stream_stall_timeout_ms);
+                let _ = tokio::time::timeout(Duration::from_millis(stall), member.tx.send(Err(e)))
+                    .await;
+            }
         });
         Ok(rx)
     }
@@ -93,42 +118,50 @@ impl StreamMember {
     async fn run(&mut self) -> Result<()> {
         let (epoch, _) = self.current_assignment()?;
         let joined = ConsumeEventWire::joined(self.member_id.clone(), epoch);
-        if self.tx.send(Ok(joined)).await.is_err() {
-            return Ok(());
+        // The client needs this one whatever happens meanwhile; a wake-up
+        // is acted on by the first refresh below.
+        loop {
+            match self.send(joined.clone()).await? {
+                Sent::Sent => break,
+                Sent::Woken => {}
+                Sent::Gone => return Ok(()),
+            }
         }
         let mut shutdown = self.broker.shutdown_signal();
         let mut watchers: StreamMap<TopicPartition, WatchStream<u64>> = StreamMap::new();
         let mut rotate = 0usize;
-        // `changed()` below marks the wake-up as seen, so remember it here.
-        let mut woken = true;
         loop {
             if self.broker.is_shutting_down() {
                 return Ok(());
             }
-            if woken || self.wake.has_changed().unwrap_or(false) {
-                woken = false;
+            // `changed()` marks a wake-up as seen, hence `woken`.
+            if self.woken || self.wake.has_changed().unwrap_or(false) {
+                self.woken = false;
                 self.wake.borrow_and_update();
                 if !self.refresh(&mut watchers).await? {
                     return Ok(());
                 }
+                // A wake-up during the refresh (its assignment event unsent)
+                // means another refresh before any records go out.
+                continue;
             }
             // One round over the owned partitions, starting at a rotating
             // point so no partition starves the others.
             let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
             let mut sent_any = false;
             for i in 0..owned.len() {
+                if self.woken || self.wake.has_changed().unwrap_or(false) {
+                    break;
+                }
                 let tp = &owned[(rotate + i) % owned.len()];
                 match self.send_from(tp).await? {
                     Some(true) => sent_any = true,
                     Some(false) => {}
                     None => return Ok(()),
                 }
-                if self.wake.has_changed().unwrap_or(false) {
-                    break;
-                }
             }
             rotate = rotate.wrapping_add(1);
-            if sent_any {
+            if sent_any || self.woken || self.wake.has_changed().unwrap_or(false) {
                 continue;
             }
             tokio::select! {
@@ -136,11 +169,55 @@ impl StreamMember {
                     if changed.is_err() {
                         return Ok(());
                     }
-                    woken = true;
+                    self.woken = true;
                 }
                 Some(_) = watchers.next(), if !watchers.is_empty() => {}
                 _ = self.tx.closed() => return Ok(()),
                 _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Hands `event` to the client, unless a wake-up comes first, the client
+    /// goes away or the broker stops.
+    ///
+    /// # Errors
+    /// `FAILED_PRECONDITION` when the client accepted nothing for
+    /// `groups.stream_stall_timeout_ms`: the stream ends and its member
+    /// leaves the group.
+    async fn send(&mut self, event: ConsumeEventWire) -> Result<Sent> {
+        let stall_ms = self.broker.config.groups.stream_stall_timeout_ms;
+        let mut shutdown = self.broker.shutdown_signal();
+        if self.broker.is_shutting_down() {
+            return Ok(Sent::Gone);
+        }
+        enum Outcome {
+            Sent(bool),
+            Woken(bool),
+            Stopping,
+            Stalled,
+        }
+        let outcome = tokio::select! {
+            biased;
+            sent = self.tx.send(Ok(event)) => Outcome::Sent(sent.is_ok()),
+            changed = self.wake.changed() => Outcome::Woken(changed.is_ok()),
+            _ = shutdown.changed() => Outcome::Stopping,
+            () = tokio::time::sleep(Duration::from_millis(u64::from(stall_ms))) => Outcome::Stalled,
+        };
+        match outcome {
+            Outcome::Sent(true) => Ok(Sent::Sent),
+            Outcome::Woken(true) => {
+                self.woken = true;
+                Ok(Sent::Woken)
+            }
+            Outcome::Sent(false) | Outcome::Woken(false) | Outcome::Stopping => Ok(Sent::Gone),
+            Outcome::Stalled => {
+                tracing::warn!(group = %self.group, member = %self.member_id, stall_ms,
+                    "ending a Consume stream whose client read nothing (groups.stream_stall_timeout_ms)");
+                Err(BrokerError::FailedPrecondition(format!(
+                    "the client read nothing from this Consume stream for {stall_ms} ms while events waited (groups.stream_stall_timeout_ms): the member left group '{}' and its partitions moved to the other members; open a new stream to join again",
+                    self.group
+                )))
             }
         }
     }
@@ -184,8 +261,17 @@ impl StreamMember {
         self.positions.retain(|tp, _| allowed.contains(tp));
         for tp in &allowed {
             if was_reset || !self.positions.contains_key(tp) {
-                let start = self.start_offset(tp, committed.get(tp).map(|c| c.offset))?;
-                self.positions.insert(tp.clone(), start);
+                match self.start_offset(tp, committed.get(tp).map(|c| c.offset)) {
+                    Ok(start) => {
+                        self.positions.insert(tp.clone(), start);
+                    }
+                    // Deleted since the assignment was computed: skipped
+                    // until the rebalance that follows takes it away.
+                    Err(e) if is_gone(&e) => {
+                        self.positions.remove(tp);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         // Report what we hold now: revoked partitions are free for others.
@@ -210,7 +296,6 @@ impl StreamMember {
             }
         }
         if epoch != self.epoch || was_reset {
-            self.epoch = epoch;
             let event = ConsumeEventWire::assignment(crate::proto::v1::Assignment {
                 partitions: by_topic(&allowed)
                     .into_iter()
@@ -221,8 +306,12 @@ impl StreamMember {
                     .collect(),
                 member_epoch: epoch,
             });
-            if self.tx.send(Ok(event)).await.is_err() {
-                return Ok(false);
+            match self.send(event).await? {
+                // The epoch is remembered once the client has the event; a
+                // wake-up first means another refresh, which sends it again.
+                Sent::Sent => self.epoch = epoch,
+                Sent::Woken => {}
+                Sent::Gone => return Ok(false),
             }
         }
         Ok(true)
@@ -248,7 +337,16 @@ impl StreamMember {
         let Some(&offset) = self.positions.get(tp) else {
             return Ok(Some(false));
         };
-        let partition = self.broker.partition(&tp.0, tp.1)?;
+        let partition = match self.broker.partition(&tp.0, tp.1) {
+            Ok(p) => p,
+            Err(e) if is_gone(&e) => {
+                // Deleted: the rebalance that follows takes it away; the
+                // stream goes on with its other partitions.
+                self.positions.remove(tp);
+                return Ok(Some(false));
+            }
+            Err(e) => return Err(e),
+        };
         let max_bytes = u64::from(self.broker.config.limits.default_fetch_bytes);
         let result = match read(&partition, offset, max_bytes).await {
             Ok(r) => r,
@@ -263,18 +361,36 @@ impl StreamMember {
             }
             Err(e) => return Err(e),
         };
-        let Some(last) = result.batches.last() else {
+        if result.batches.is_empty() {
             return Ok(Some(false));
-        };
-        let next = last.header.next_offset();
+        }
+        let nexts: Vec<u64> = result
+            .batches
+            .iter()
+            .map(|b| b.header.next_offset())
+            .collect();
         let wire = to_wire(&partition, result)?;
-        for batch in wire.batches {
+        let mut sent_any = false;
+        for (batch, next) in wire.batches.into_iter().zip(nexts) {
             let event = ConsumeEventWire::records(tp.0.clone(), tp.1, batch);
-            if self.tx.send(Ok(event)).await.is_err() {
-                return Ok(None);
+            match self.send(event).await? {
+                // Only records the client's buffer took are passed.
+                Sent::Sent => {
+                    self.positions.insert(tp.clone(), next);
+                    sent_any = true;
+                }
+                Sent::Woken => break,
+                Sent::Gone => return Ok(None),
             }
         }
-        self.positions.insert(tp.clone(), next);
-        Ok(Some(true))
+        Ok(Some(sent_any))
     }
+}
+
+/// Whether `e` says the partition no longer exists (its topic was deleted).
+fn is_gone(e: &BrokerError) -> bool {
+    matches!(
+        e,
+        BrokerError::UnknownTopic { .. } | BrokerError::UnknownPartition { .. }
+    )
 }

@@ -1025,6 +1025,138 @@ mod tests {
         assert!(!broker.coordinator.lock().streams.contains_key(&id));
     }
 
+    /// Appends one batch of `count` records to `topic`/`partition`.
+    async fn produce(broker: &Broker, topic: &str, partition: u32, count: usize) {
+        use prost::Message;
+        let request = crate::proto::v1::ProduceRequest {
+            records: vec![
+                crate::proto::v1::Record {
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                };
+                count
+            ],
+            ..Default::default()
+        };
+        let input = crate::broker::produce::ProduceInput {
+            topic: topic.into(),
+            partition: Some(partition),
+            records: request.encode_to_vec().into(),
+            acks: crate::broker::produce::AckLevel::Leader,
+            producer_id: 0,
+            producer_epoch: 0,
+            base_sequence: 0,
+        };
+        broker.produce(input).await.unwrap();
+    }
+
+    type Events = tokio::sync::mpsc::Receiver<Result<crate::wire::ConsumeEventWire>>;
+
+    /// The next assignment event of a stream, as (topic, partition) pairs;
+    /// records events before it are skipped.
+    async fn next_assignment(events: &mut Events) -> Vec<(String, u32)> {
+        use crate::wire::WireEvent;
+        loop {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(20), events.recv())
+                .await
+                .expect("an assignment within 20 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Some(WireEvent::Assignment(a)) = event.event {
+                return a
+                    .partitions
+                    .into_iter()
+                    .flat_map(|tp| {
+                        let topic = tp.topic;
+                        tp.partitions.into_iter().map(move |p| (topic.clone(), p))
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn deleting_one_topic_does_not_end_streams_reading_others() {
+        use crate::wire::WireEvent;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
+        broker
+            .create_topic("u", 1, TopicOverrides::default())
+            .unwrap();
+        let mut events = broker
+            .consume(
+                "g",
+                vec!["t".into(), "u".into()],
+                consume::AutoReset::Earliest,
+            )
+            .unwrap();
+        assert_eq!(next_assignment(&mut events).await.len(), 2);
+        broker.delete_topic("u").unwrap();
+        assert_eq!(next_assignment(&mut events).await, [("t".to_string(), 0)]);
+        produce(&broker, "t", 0, 3).await;
+        let event = tokio::time::timeout(std::time::Duration::from_secs(20), events.recv())
+            .await
+            .unwrap()
+            .expect("the stream is still open")
+            .unwrap();
+        let Some(WireEvent::Records(batch)) = event.event else {
+            panic!("records of t, got {event:?}");
+        };
+        assert_eq!((batch.topic.as_str(), batch.partition), ("t", 0));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_is_not_read_releases_partitions_and_is_ended_after_the_stall_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path(), |c| c.groups.stream_stall_timeout_ms = 60_000);
+        broker
+            .create_topic("t", 2, TopicOverrides::default())
+            .unwrap();
+        for _ in 0..20 {
+            produce(&broker, "t", 0, 1).await;
+            produce(&broker, "t", 1, 1).await;
+        }
+        // `stalled` takes its assignment, then reads nothing more.
+        let mut stalled = broker
+            .consume("g", vec!["t".into()], consume::AutoReset::Earliest)
+            .unwrap();
+        assert_eq!(next_assignment(&mut stalled).await.len(), 2);
+        // A second member still gets its half: the stalled stream gives up
+        // the partition although its client takes no more events.
+        let mut other = broker
+            .consume("g", vec!["t".into()], consume::AutoReset::Earliest)
+            .unwrap();
+        let mut mine = next_assignment(&mut other).await;
+        while mine.is_empty() {
+            mine = next_assignment(&mut other).await;
+        }
+        assert_eq!(mine.len(), 1);
+        drop(other);
+        drop(stalled);
+
+        // With a short stall timeout, the member of a stream nobody reads
+        // leaves the group.
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path(), |c| c.groups.stream_stall_timeout_ms = 200);
+        broker
+            .create_topic("t", 1, TopicOverrides::default())
+            .unwrap();
+        for _ in 0..20 {
+            produce(&broker, "t", 0, 1).await;
+        }
+        let _stalled = broker
+            .consume("g", vec!["t".into()], consume::AutoReset::Earliest)
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !broker.coordinator.lock().groups["g"].members.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stalled member stayed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     #[test]
     fn commit_metadata_over_the_limit_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
