@@ -60,9 +60,9 @@ struct StreamMember {
 }
 
 /// What became of an event the stream tried to send.
-enum Sent {
+enum Delivery {
     /// The client's buffer took it.
-    Sent,
+    Taken,
     /// A wake-up (rebalance or reset) came first; the event was dropped.
     Woken,
     /// The client went away or the broker is stopping.
@@ -122,9 +122,9 @@ impl StreamMember {
         // is acted on by the first refresh below.
         loop {
             match self.send(joined.clone()).await? {
-                Sent::Sent => break,
-                Sent::Woken => {}
-                Sent::Gone => return Ok(()),
+                Delivery::Taken => break,
+                Delivery::Woken => {}
+                Delivery::Gone => return Ok(()),
             }
         }
         let mut shutdown = self.broker.shutdown_signal();
@@ -185,11 +185,11 @@ impl StreamMember {
     /// `FAILED_PRECONDITION` when the client accepted nothing for
     /// `groups.stream_stall_timeout_ms`: the stream ends and its member
     /// leaves the group.
-    async fn send(&mut self, event: ConsumeEventWire) -> Result<Sent> {
+    async fn send(&mut self, event: ConsumeEventWire) -> Result<Delivery> {
         let stall_ms = self.broker.config.groups.stream_stall_timeout_ms;
         let mut shutdown = self.broker.shutdown_signal();
         if self.broker.is_shutting_down() {
-            return Ok(Sent::Gone);
+            return Ok(Delivery::Gone);
         }
         enum Outcome {
             Sent(bool),
@@ -205,12 +205,12 @@ impl StreamMember {
             () = tokio::time::sleep(Duration::from_millis(u64::from(stall_ms))) => Outcome::Stalled,
         };
         match outcome {
-            Outcome::Sent(true) => Ok(Sent::Sent),
+            Outcome::Sent(true) => Ok(Delivery::Taken),
             Outcome::Woken(true) => {
                 self.woken = true;
-                Ok(Sent::Woken)
+                Ok(Delivery::Woken)
             }
-            Outcome::Sent(false) | Outcome::Woken(false) | Outcome::Stopping => Ok(Sent::Gone),
+            Outcome::Sent(false) | Outcome::Woken(false) | Outcome::Stopping => Ok(Delivery::Gone),
             Outcome::Stalled => {
                 tracing::warn!(group = %self.group, member = %self.member_id, stall_ms,
                     "ending a Consume stream whose client read nothing (groups.stream_stall_timeout_ms)");
@@ -309,9 +309,9 @@ impl StreamMember {
             match self.send(event).await? {
                 // The epoch is remembered once the client has the event; a
                 // wake-up first means another refresh, which sends it again.
-                Sent::Sent => self.epoch = epoch,
-                Sent::Woken => {}
-                Sent::Gone => return Ok(false),
+                Delivery::Taken => self.epoch = epoch,
+                Delivery::Woken => {}
+                Delivery::Gone => return Ok(false),
             }
         }
         Ok(true)
@@ -375,12 +375,12 @@ impl StreamMember {
             let event = ConsumeEventWire::records(tp.0.clone(), tp.1, batch);
             match self.send(event).await? {
                 // Only records the client's buffer took are passed.
-                Sent::Sent => {
+                Delivery::Taken => {
                     self.positions.insert(tp.clone(), next);
                     sent_any = true;
                 }
-                Sent::Woken => break,
-                Sent::Gone => return Ok(None),
+                Delivery::Woken => break,
+                Delivery::Gone => return Ok(None),
             }
         }
         Ok(Some(sent_any))
