@@ -457,6 +457,30 @@ impl StrataSide {
         Ok(())
     }
 
+    /// Deletes the group a `bench group` run used, so runs leave nothing
+    /// behind. Its members leave as their streams close, which the broker
+    /// sees a moment later: a group that still has members is asked again
+    /// for up to 2 s. A failure is reported on stderr, not as the run's.
+    async fn forget_group(&self, group: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.client.delete_group(group).await {
+                Ok(()) => return,
+                Err(e) if e.code() == tonic::Code::NotFound => return,
+                Err(e)
+                    if e.code() == tonic::Code::FailedPrecondition
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    eprintln!("note: could not delete the bench group '{group}': {e}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Per partition, the high watermark.
     async fn high_watermarks(&self, partitions: u32) -> Result<Vec<u64>, BenchError> {
         let mut out = Vec::with_capacity(partitions as usize);
@@ -914,7 +938,9 @@ async fn run_strata(
                 leave_halfway: opts.leave,
                 duration: plan.duration,
             };
-            workloads::group(channels, &spec, &progress).await
+            let outcome = workloads::group(channels, &spec, &progress).await;
+            side.forget_group(&spec.group).await;
+            outcome
         }
     };
     bar.finish();
@@ -1134,5 +1160,36 @@ mod tests {
             .unwrap();
         assert_sane(&r, "consume-subscribe");
         assert!(r.ceiling.unwrap().median.records >= 2000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_run_leaves_no_group_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..BrokerConfig::default()
+        };
+        let server = crate::api::start(config).await.unwrap();
+        let addr = server.addr.to_string();
+        let (_, o, _) = opts(&[
+            "group",
+            "--broker",
+            &addr,
+            "--records",
+            "400",
+            "--batch",
+            "100",
+            "--partitions",
+            "2",
+            "--members",
+            "2",
+        ]);
+        let r = execute(Workload::Group, &o, Sides::Strata, false)
+            .await
+            .unwrap();
+        assert_eq!(r.median.records, 400, "{r:?}");
+        let client = Client::connect(&addr).await.unwrap();
+        assert!(client.list_groups().await.unwrap().is_empty());
     }
 }
