@@ -25,6 +25,10 @@ fn main() -> ExitCode {
     match result {
         // The reader of stdout went away (`… | head`): a normal way to stop.
         Ok(()) | Err(strata::cli::CliError::OutputClosed) => ExitCode::SUCCESS,
+        Err(e @ strata::cli::CliError::Usage(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

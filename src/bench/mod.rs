@@ -229,6 +229,7 @@ impl From<BenchError> for CliError {
         match e {
             BenchError::Client(e) => CliError::Client(e),
             BenchError::Serve(e) => CliError::Serve(e),
+            BenchError::Usage(m) => CliError::Usage(m),
             other => CliError::Io {
                 action: "run the benchmark",
                 source: std::io::Error::other(other.to_string()),
@@ -1094,9 +1095,12 @@ mod tests {
     #[test]
     fn bench_errors_become_one_line_cli_errors() {
         let e = CliError::from(BenchError::Usage("--batch must be at least 1".into()));
+        assert_eq!(e.to_string(), "--batch must be at least 1");
+        assert!(matches!(e, CliError::Usage(_)), "usage errors exit 2");
+        let e = CliError::from(BenchError::Failed("records went missing".into()));
         assert_eq!(
             e.to_string(),
-            "cannot run the benchmark: --batch must be at least 1"
+            "cannot run the benchmark: records went missing"
         );
     }
 

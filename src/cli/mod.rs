@@ -14,8 +14,9 @@
 //! | [`auth`]               | `strata auth ...`: token hashes for the auth file  |
 //!
 //! Errors surface as one [`CliError`] whose `Display` is a single line;
-//! `main` prints it as `error: ...` and exits with status 1. Usage errors are
-//! clap's (status 2).
+//! `main` prints it as `error: ...` and exits with status 1. Usage errors
+//! (clap's, and [`CliError::Usage`] for options that do not fit together)
+//! exit with status 2.
 
 pub mod auth;
 pub mod consume;
@@ -221,6 +222,10 @@ pub enum CliError {
     /// Logging could not be set up.
     #[error("cannot initialise logging: {0}")]
     Logging(String),
+    /// Options that parse but do not make sense together (e.g. `bench e2e`
+    /// without `--rate`): a usage error, exit status 2 like clap's.
+    #[error("{0}")]
+    Usage(String),
     /// Whoever reads stdout closed it (e.g. `strata consume … | head`):
     /// nothing more can be printed, so a consuming command stops, commits
     /// nothing it did not print, and exits successfully without a message.

@@ -124,6 +124,11 @@ fn errors_are_one_line_and_exit_non_zero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT"));
     let out = strata(&b, &["topic", "bogus"], "");
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    // Options that parse but do not fit together are usage errors too.
+    let out = strata(&b, &["bench", "produce", "--batch", "0"], "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: --batch"), "{err}");
 }
 
 #[test]
