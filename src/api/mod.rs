@@ -366,24 +366,33 @@ fn build_router(
             .set_serving::<GroupsServer<groups::GroupsService>>()
             .await;
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // Many tools (grpcurl before 1.9, Python's grpcio-reflection, Postman)
+    // still speak only the v1alpha protocol.
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     // Health stays open; reflection follows `security.auth_reflection`.
-    let reflection = InterceptedService::new(
-        reflection,
-        match config.security.auth_reflection {
-            ReflectionAccess::Authenticated => authenticate,
-            ReflectionAccess::Open => auth::Access::open().interceptor(),
-        },
-    );
+    let reflection_access = match config.security.auth_reflection {
+        ReflectionAccess::Authenticated => authenticate,
+        ReflectionAccess::Open => auth::Access::open().interceptor(),
+    };
+    let reflection = InterceptedService::new(reflection, reflection_access.clone());
+    let reflection_v1alpha = InterceptedService::new(reflection_v1alpha, reflection_access);
     Ok(tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(wrap(log, config))
         .add_service(wrap(admin, config))
         .add_service(wrap(groups, config)))

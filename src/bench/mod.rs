@@ -143,7 +143,8 @@ pub struct BenchOpts {
     /// Produce requests in flight at once.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub in_flight: usize,
-    /// Partitions of the topic [default: 1; group: 6].
+    /// Partitions of the topic [default: an existing --topic's count,
+    /// else 1; group: 6]. With an existing topic, the first N are used.
     #[arg(long, value_name = "N")]
     pub partitions: Option<u32>,
     /// Acknowledgement level of produce requests.
@@ -443,6 +444,15 @@ impl StrataSide {
         }
     }
 
+    /// The partition count of the bench's topic if it exists already.
+    async fn existing_partitions(&self) -> Result<Option<u32>, BenchError> {
+        match self.client.describe_topic(&self.topic).await {
+            Ok(t) => Ok(Some(t.partitions.len() as u32)),
+            Err(e) if e.code() == tonic::Code::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes and re-creates the topic the bench created, so that every
     /// produce run starts on an empty log (and the previous run's dirty
     /// pages are dropped instead of throttling the next run). A topic the
@@ -697,21 +707,30 @@ async fn execute(
     sides: Sides,
     show_bar: bool,
 ) -> Result<Report, BenchError> {
-    let plan = plan(workload, opts, sides)?;
-    let description = describe(&plan, opts, sides);
-    let label = workload_label(&plan, opts, sides);
-
+    let mut plan = plan(workload, opts, sides)?;
     let mut strata = if sides == Sides::CeilingOnly {
         None
     } else {
         Some(StrataSide::open(opts, workload).await?)
     };
-    let result = execute_with(&plan, opts, sides, show_bar, strata.as_mut()).await;
+    let result = async {
+        // An existing topic named without --partitions is used whole.
+        if let (Some(side), None) = (strata.as_mut(), opts.partitions) {
+            if let Some(n) = side.existing_partitions().await? {
+                plan.partitions = n;
+            }
+        }
+        let description = describe(&plan, opts, sides);
+        let label = workload_label(&plan, opts, sides);
+        let outcome = execute_with(&plan, opts, sides, show_bar, strata.as_mut()).await?;
+        Ok::<_, BenchError>((outcome, description, label))
+    }
+    .await;
     let closed = match strata {
         Some(s) => s.close().await,
         None => Ok(()),
     };
-    let (runs, ceiling_runs, notes) = result?;
+    let ((runs, ceiling_runs, notes), description, label) = result?;
     closed?;
 
     let (median, runs_per_sec) =
@@ -1163,7 +1182,16 @@ mod tests {
             .await
             .unwrap();
         assert_sane(&r, "consume-subscribe");
-        assert!(r.ceiling.unwrap().median.records >= 2000);
+        assert_eq!(r.ceiling.unwrap().median.records, 2000);
+
+        // The null server's responses are all full; the count stops at the
+        // records asked for (it reported whole responses: 24,000 of 20,000).
+        let mut o = small(&[]);
+        (o.records, o.batch) = (Some(2500), 1000);
+        let r = execute(Workload::Consume, &o, Sides::CeilingOnly, false)
+            .await
+            .unwrap();
+        assert_eq!(r.median.records, 2500, "{r:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1195,5 +1223,51 @@ mod tests {
         assert_eq!(r.median.records, 400, "{r:?}");
         let client = Client::connect(&addr).await.unwrap();
         assert!(client.list_groups().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_topic_named_without_partitions_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..BrokerConfig::default()
+        };
+        let server = crate::api::start(config).await.unwrap();
+        let addr = server.addr.to_string();
+        let client = Client::connect(&addr).await.unwrap();
+        client
+            .create_topic("orders", 3, TopicConfig::default())
+            .await
+            .unwrap();
+        let (_, o, _) = opts(&[
+            "produce",
+            "--broker",
+            &addr,
+            "--topic",
+            "orders",
+            "--records",
+            "3000",
+            "--batch",
+            "100",
+        ]);
+        let r = execute(Workload::Produce, &o, Sides::Strata, false)
+            .await
+            .unwrap();
+        assert_eq!(r.median.records, 3000, "{r:?}");
+        assert!(
+            r.description.contains("3 partition(s)"),
+            "{}",
+            r.description
+        );
+        for p in 0..3 {
+            let end = client
+                .list_offsets("orders", p, OffsetSpec::Latest, 0)
+                .await
+                .unwrap();
+            assert!(end.offset > 0, "partition {p} got nothing");
+        }
+        // The bench's topic was the user's: it stays.
+        assert!(client.describe_topic("orders").await.is_ok());
     }
 }

@@ -313,23 +313,28 @@ pub struct ConsumeSpec {
     pub duration: Option<Duration>,
 }
 
-/// Counts the records of a decoded batch (and their key + value bytes) from
-/// offset `from` on; returns (records, bytes, next offset).
-fn count_batch(batch: &RecordBatch, from: u64) -> (u64, u64, u64) {
+/// Counts the records of a decoded batch (and their key + value bytes) in
+/// the offsets `from..until`; returns (records, bytes, next offset). The
+/// bound matters for the null server, whose responses are all full: the
+/// last one runs past the records the workload asked for.
+fn count_batch(batch: &RecordBatch, from: u64, until: u64) -> (u64, u64, u64) {
     let base = batch.base_offset;
-    let end = base + batch.records.len() as u64;
-    let skip = from.saturating_sub(base).min(batch.records.len() as u64) as usize;
-    let bytes = batch.records[skip..]
+    let len = batch.records.len() as u64;
+    let end = base + len;
+    let skip = from.saturating_sub(base).min(len) as usize;
+    let take = until.saturating_sub(base).min(len) as usize;
+    let counted = batch.records.get(skip..take).unwrap_or_default();
+    let bytes = counted
         .iter()
         .map(|r| (r.key.len() + r.value.len()) as u64)
         .sum();
-    (end.saturating_sub(from.max(base)), bytes, end)
+    (counted.len() as u64, bytes, end.min(until))
 }
 
-fn count_response(response: &FetchResponse, offset: &mut u64) -> (u64, u64) {
+fn count_response(response: &FetchResponse, offset: &mut u64, until: u64) -> (u64, u64) {
     let (mut records, mut bytes) = (0, 0);
     for batch in &response.batches {
-        let (r, b, end) = count_batch(batch, *offset);
+        let (r, b, end) = count_batch(batch, *offset, until);
         records += r;
         bytes += b;
         *offset = (*offset).max(end);
@@ -379,7 +384,7 @@ pub async fn consume(
                             .into_inner();
                         hist.saturating_record(micros(sent.elapsed()));
                         let before = offset;
-                        let (r, b) = count_response(&response, &mut offset);
+                        let (r, b) = count_response(&response, &mut offset, end);
                         if offset == before {
                             return Err(BenchError::Failed(format!(
                                 "fetch of partition {partition} at offset {offset} returned no \
@@ -414,7 +419,7 @@ pub async fn consume(
                         };
                         hist.saturating_record(micros(waited.elapsed()));
                         waited = Instant::now();
-                        let (r, b) = count_response(&response, &mut offset);
+                        let (r, b) = count_response(&response, &mut offset, end);
                         records += r;
                         bytes += b;
                         messages += 1;
@@ -771,7 +776,7 @@ impl GroupState {
         };
         let end = batch.base_offset + batch.records.len() as u64;
         let before = position.fetch_max(end, Ordering::AcqRel);
-        let (records, bytes, _) = count_batch(batch, before);
+        let (records, bytes, _) = count_batch(batch, before, u64::MAX);
         if let Ok(mut gaps) = self.gaps.lock() {
             let now = Instant::now();
             let (last, hist) = &mut *gaps;
@@ -1079,8 +1084,20 @@ mod tests {
             append_time_ms: 0,
             records: shape().records(0, 5),
         };
-        assert_eq!(count_batch(&batch, 0), (5, 5 * 116, 15));
-        assert_eq!(count_batch(&batch, 12), (3, 3 * 116, 15));
-        assert_eq!(count_batch(&batch, 20), (0, 0, 15));
+        assert_eq!(count_batch(&batch, 0, u64::MAX), (5, 5 * 116, 15));
+        assert_eq!(count_batch(&batch, 12, u64::MAX), (3, 3 * 116, 15));
+        assert_eq!(count_batch(&batch, 20, u64::MAX), (0, 0, 15));
+    }
+
+    #[test]
+    fn count_batch_stops_at_the_end_asked_for() {
+        let batch = RecordBatch {
+            base_offset: 10,
+            append_time_ms: 0,
+            records: shape().records(0, 5),
+        };
+        assert_eq!(count_batch(&batch, 10, 13), (3, 3 * 116, 13));
+        assert_eq!(count_batch(&batch, 12, 13), (1, 116, 13));
+        assert_eq!(count_batch(&batch, 0, 8), (0, 0, 8));
     }
 }

@@ -25,8 +25,9 @@ pub enum TopicCommand {
     Create {
         /// Topic name: 1-249 characters of [A-Za-z0-9._-], not "." or "..".
         name: String,
-        /// Number of partitions [default: the broker's default-partitions].
-        #[arg(long, value_name = "N")]
+        /// Number of partitions, at least 1 [default: the broker's
+        /// default-partitions].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         partitions: Option<u32>,
         /// Topic settings.
         #[command(flatten)]

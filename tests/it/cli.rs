@@ -129,6 +129,12 @@ fn errors_are_one_line_and_exit_non_zero() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: --batch"), "{err}");
+    // A topic of zero partitions is refused before anything is created (the
+    // wire's 0 means "the broker's default", which the option leaves out).
+    let out = strata(&b, &["topic", "create", "empty", "--partitions", "0"], "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let listed = ok(&strata(&b, &["topic", "list"], ""));
+    assert!(!listed.contains("empty"), "{listed}");
 }
 
 #[test]

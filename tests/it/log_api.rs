@@ -499,3 +499,68 @@ async fn request_size_limit_is_ours_on_both_sides_of_tonics_limit() {
         "only the accepted request was written"
     );
 }
+
+/// Both reflection protocols list Strata's services: tools still split
+/// between `v1` (grpcurl ≥ 1.9) and `v1alpha` (Python's grpcio-reflection,
+/// older grpcurl, Postman).
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_both_list_the_services() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let b = BrokerProcess::start();
+    let expected = [
+        "strata.v1.Admin",
+        "strata.v1.Groups",
+        "strata.v1.Log",
+        "grpc.health.v1.Health",
+    ];
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = v1::server_reflection_client::ServerReflectionClient::new(b.channel().await)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("v1 reflection")
+        .into_inner();
+    let reply = stream.message().await.unwrap().expect("a v1 reply");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("not a service list: {reply:?}");
+    };
+    let v1_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut stream =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(b.channel().await)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner();
+    let reply = stream.message().await.unwrap().expect("a v1alpha reply");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("not a service list: {reply:?}");
+    };
+    let v1alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+
+    for name in expected {
+        assert!(
+            v1_names.iter().any(|n| n == name),
+            "v1 lacks {name}: {v1_names:?}"
+        );
+        assert!(
+            v1alpha_names.iter().any(|n| n == name),
+            "v1alpha lacks {name}: {v1alpha_names:?}"
+        );
+    }
+}
