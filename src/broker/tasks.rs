@@ -166,16 +166,17 @@ fn scrub_pass(broker: &Broker, bytes_per_sec: u64) {
                     !broker.is_shutting_down()
                 };
                 match crate::storage::scrub::scrub_segment(&target, pace) {
-                    Ok(None) => {}
-                    Ok(Some(f)) => {
-                        // Logged at ERROR once; later passes find it again.
-                        if p.log.record_scrub_damage(f.first_offset, f.end_offset) {
-                            tracing::error!(topic = %topic.name, partition = p.id, segment = %target.path.display(),
-                                position = f.position, first_offset = f.first_offset, end_offset = f.end_offset,
-                                reason = f.reason, "scrubber found a damaged batch; reads of these offsets answer DATA_LOSS");
-                        } else {
-                            tracing::debug!(topic = %topic.name, partition = p.id, first_offset = f.first_offset,
-                                end_offset = f.end_offset, "scrubber found the known damaged batch again");
+                    Ok(findings) => {
+                        for f in findings {
+                            // Logged at ERROR once; later passes find it again.
+                            if p.log.record_scrub_damage(f.first_offset, f.end_offset) {
+                                tracing::error!(topic = %topic.name, partition = p.id, segment = %target.path.display(),
+                                    position = f.position, first_offset = f.first_offset, end_offset = f.end_offset,
+                                    reason = f.reason, "scrubber found a damaged batch; reads of these offsets answer DATA_LOSS");
+                            } else {
+                                tracing::debug!(topic = %topic.name, partition = p.id, first_offset = f.first_offset,
+                                    end_offset = f.end_offset, "scrubber found the known damaged batch again");
+                            }
                         }
                     }
                     Err(e) => {

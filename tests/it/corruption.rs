@@ -74,7 +74,11 @@ async fn a_flipped_bit_in_a_closed_segment_is_found_and_never_served() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(damaged.0, 2, "the damage starts at the third batch");
+    assert_eq!(
+        damaged,
+        (2, 3),
+        "the scrubber names the damaged batch, as reads and verify do"
+    );
     let mut log = b.log().await;
     let fetch = |offset| FetchRequest {
         topic: "c".into(),
