@@ -200,7 +200,7 @@ fn partition_row(p: &PartitionDescription, damaged: bool) -> Vec<String> {
         let ranges: Vec<String> = p
             .damaged_ranges
             .iter()
-            .map(|r| format!("[{}, {})", r.first_offset, r.end_offset))
+            .map(|r| format!("{}..{}", r.first_offset, r.end_offset))
             .collect();
         row.push(p.truncated_bytes.to_string());
         row.push(if ranges.is_empty() {
@@ -273,6 +273,6 @@ mod tests {
         });
         let text = describe(&topic);
         assert!(text.contains("DAMAGED_RANGES"), "{text}");
-        assert!(text.contains("[2, 4)"), "{text}");
+        assert!(text.contains("2..4"), "{text}");
     }
 }
