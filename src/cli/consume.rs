@@ -13,7 +13,9 @@
 //! watermark it had when the command started, and the command exits. With
 //! `--follow`, every partition is subscribed at once and records are printed
 //! as they arrive (in offset order within a partition, interleaved across
-//! partitions) until interrupted or `--max-records` is reached.
+//! partitions) until interrupted or `--max-records` is reached; across a
+//! broker restart or a lost connection it subscribes again from where it
+//! was, printing nothing twice and skipping nothing.
 //!
 //! Output formats:
 //! - `text`: `<partition>:<offset>\t<key>\t<value>` per record. Key and value
@@ -240,33 +242,79 @@ async fn follow(
     Ok(())
 }
 
+/// The first wait before re-subscribing after a lost connection; it doubles
+/// up to [`RESUBSCRIBE_BACKOFF_MAX`] while the broker stays away.
+const RESUBSCRIBE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest wait between attempts to re-subscribe.
+const RESUBSCRIBE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Forwards one partition's subscription into `tx` until the printer stops
-/// listening (the send fails) or the stream fails or ends.
+/// listening (the send fails) or the stream fails for good. A lost
+/// connection or a stream the broker ended (a restart) is not the end of a
+/// `--follow`: it subscribes again from the offset after the last record it
+/// forwarded, waiting longer between attempts while the broker is away,
+/// and says so on stderr. Any other error (the topic was deleted, the
+/// offset fell out of retention, damaged data) ends the command.
 async fn forward_partition(
     client: Client,
     topic: String,
     span: Span,
     tx: mpsc::Sender<Result<Vec<ConsumedRecord>, CliError>>,
 ) {
-    let mut stream = match client.subscribe(&topic, span.partition, span.start).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            let _ = tx.send(Err(e.into())).await;
-            return;
-        }
-    };
+    let mut next = span.start;
+    let mut backoff = RESUBSCRIBE_BACKOFF_MIN;
+    let mut lost = false;
     loop {
-        let item = match stream.message().await {
-            Ok(Some(response)) => Ok(ConsumedRecord::from_response(span.partition, response)),
-            Ok(None) => Err(CliError::SubscriptionEnded {
-                partition: span.partition,
-            }),
-            Err(e) => Err(e.into()),
+        let ended = match client.subscribe(&topic, span.partition, next).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(response)) => {
+                        if lost {
+                            eprintln!(
+                                "note: partition {}: reading again from offset {next}",
+                                span.partition
+                            );
+                            lost = false;
+                        }
+                        backoff = RESUBSCRIBE_BACKOFF_MIN;
+                        let mut records = ConsumedRecord::from_response(span.partition, response);
+                        records.retain(|r| r.offset >= next);
+                        let Some(last) = records.last() else { continue };
+                        next = last.offset + 1;
+                        if tx.send(Ok(records)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            },
+            Err(e) => Some(e),
         };
-        let last = item.is_err();
-        if tx.send(item).await.is_err() || last {
-            return;
+        match ended {
+            Some(e) if !e.is_connection_error() => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+            why => {
+                if !lost {
+                    let why = why.map_or_else(
+                        || "the broker ended the subscription".to_string(),
+                        |e| e.to_string(),
+                    );
+                    eprintln!(
+                        "note: partition {}: {why}; subscribing again from offset {next}",
+                        span.partition
+                    );
+                    lost = true;
+                }
+            }
         }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF_MAX);
     }
 }
 

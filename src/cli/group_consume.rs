@@ -13,6 +13,10 @@
 //! that closed the pipe) the command leaves the group without committing
 //! that batch, so the group reads it again.
 //!
+//! With `--follow`, a broker restart or a lost connection does not end the
+//! command: it joins the group again (retrying with backoff while the broker
+//! is away) and goes on from the committed offsets.
+//!
 //! Without `--follow` it exits once it has caught up: when every partition
 //! assigned to it has reached the high watermark that partition had when it
 //! was assigned (looked up then with `ListOffsets`), the group is not in
@@ -111,7 +115,20 @@ pub async fn run(args: &ConsumeArgs, group: &str) -> Result<(), CliError> {
         spans: BTreeMap::new(),
         uncommitted: BTreeSet::new(),
     };
-    let outcome = session.consume(&mut printer).await;
+    let outcome = loop {
+        let outcome = session.consume(&mut printer).await;
+        match &outcome {
+            Err(e) if args.follow && is_connection_loss(e) => {
+                eprintln!("note: group '{group}': {e}; joining again");
+                if !session.rejoin(reset).await? {
+                    // Interrupted while the broker was away.
+                    return Ok(());
+                }
+                eprintln!("note: group '{group}': joined again");
+            }
+            _ => break outcome,
+        }
+    };
     if let Err(e @ (CliError::OutputClosed | CliError::Io { .. })) = outcome {
         // The last batch did not reach the reader: leave without
         // committing it (dropping the consumer closes the stream).
@@ -139,7 +156,61 @@ struct Session<'a> {
     uncommitted: BTreeSet<TopicPartition>,
 }
 
+/// Whether `--follow` should join again after `e`: the broker ended the
+/// stream (a restart) or the connection broke.
+fn is_connection_loss(e: &CliError) -> bool {
+    match e {
+        CliError::GroupStreamEnded { .. } => true,
+        CliError::Client(e) => e.is_connection_error(),
+        _ => false,
+    }
+}
+
+/// The first wait before joining again after a lost stream; it doubles up
+/// to [`REJOIN_BACKOFF_MAX`] while the broker stays away.
+const REJOIN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between attempts to join again.
+const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 impl Session<'_> {
+    /// Joins the group again with a new stream after the old one was lost
+    /// (`--follow` across a broker restart), retrying with backoff while
+    /// the broker cannot be reached. The new member starts at the group's
+    /// committed offsets: every printed batch whose commit reached the
+    /// broker is not printed again; one whose commit was lost with the
+    /// connection is (at least once). Returns false when interrupted
+    /// first.
+    ///
+    /// # Errors
+    /// Any error other than an unreachable broker.
+    async fn rejoin(&mut self, reset: AutoOffsetReset) -> Result<bool, CliError> {
+        let interrupt = interrupted();
+        tokio::pin!(interrupt);
+        let mut backoff = REJOIN_BACKOFF_MIN;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = &mut interrupt => return Ok(false),
+            }
+            backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
+            let joined = tokio::select! {
+                joined = self.client.group_consumer(&self.group, [self.args.topic.clone()], reset) => joined,
+                () = &mut interrupt => return Ok(false),
+            };
+            match joined {
+                Ok(consumer) => {
+                    // The old member's stream is gone; dropping it commits nothing.
+                    self.consumer = consumer;
+                    self.spans.clear();
+                    self.uncommitted.clear();
+                    return Ok(true);
+                }
+                Err(e) if e.is_connection_error() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Prints and commits batches until caught up (without `--follow`),
     /// `--max-records`, a signal or an error.
     async fn consume(&mut self, printer: &mut Printer) -> Result<(), CliError> {
