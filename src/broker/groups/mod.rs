@@ -17,7 +17,7 @@ pub mod offsets;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -122,6 +122,10 @@ struct Inner {
 /// The coordinator of every group on this broker.
 pub struct Coordinator {
     inner: Mutex<Inner>,
+    /// Flushes the offsets log without the lock (see [`Coordinator::sync`]).
+    offsets_sync: offsets::OffsetSync,
+    /// Whether the offsets log was written since its last flush.
+    offsets_dirty: AtomicBool,
     settings: GroupSettings,
     started: Instant,
     member_seq: AtomicU64,
@@ -153,7 +157,10 @@ impl Coordinator {
     /// Opens the store in `dir` and loads every group's committed offsets.
     pub fn open(dir: &std::path::Path, settings: GroupSettings) -> Result<Coordinator> {
         let (store, groups) = OffsetStore::open(dir)?;
+        let offsets_sync = store.sync_handle()?;
         Ok(Coordinator {
+            offsets_sync,
+            offsets_dirty: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 groups,
                 store,
@@ -195,8 +202,10 @@ impl Coordinator {
     /// Writes records to the offsets log: a change must be durable before
     /// it is applied to the state. The caller applies it and then calls
     /// [`Coordinator::compact_if_due`].
-    fn persist(inner: &mut Inner, records: &[OffsetRecord]) -> Result<()> {
-        inner.store.append(records)
+    fn persist(&self, inner: &mut Inner, records: &[OffsetRecord]) -> Result<()> {
+        inner.store.append(records)?;
+        self.offsets_dirty.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Compacts the offsets log if it is due, from the state with the latest
@@ -207,9 +216,19 @@ impl Coordinator {
         store.compact_if_due(groups);
     }
 
-    /// Flushes the offsets log (called by the background flusher).
+    /// Flushes the offsets log (called by the background flusher and on
+    /// close) if anything was written since the last flush. It does not
+    /// take the coordinator's lock: group calls go on during the
+    /// `fdatasync`. A write that lands during it marks the log dirty again,
+    /// for the next flush.
     pub fn sync(&self) -> Result<()> {
-        self.lock().store.sync()
+        if !self.offsets_dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.offsets_sync.sync().inspect_err(|_| {
+            // Not flushed: the next pass tries again.
+            self.offsets_dirty.store(true, Ordering::Release);
+        })
     }
 }
 
@@ -501,7 +520,7 @@ impl Broker {
                 },
             })
             .collect();
-        Coordinator::persist(&mut inner, &records)?;
+        self.coordinator.persist(&mut inner, &records)?;
         let g = inner
             .groups
             .entry(group.to_string())
@@ -575,7 +594,7 @@ impl Broker {
                 g.members.len()
             )));
         }
-        Coordinator::persist(
+        self.coordinator.persist(
             &mut inner,
             &[OffsetRecord::Delete {
                 group: group.to_string(),
@@ -719,7 +738,7 @@ impl Broker {
                 requested: inner.groups.len() as u64 + 1,
             });
         }
-        Coordinator::persist(&mut inner, &records)?;
+        self.coordinator.persist(&mut inner, &records)?;
         let g = inner
             .groups
             .entry(group.to_string())
@@ -770,7 +789,7 @@ impl Broker {
             }
         }
         for name in doomed {
-            if Coordinator::persist(
+            if c.persist(
                 &mut inner,
                 &[OffsetRecord::Delete {
                     group: name.clone(),
@@ -803,7 +822,8 @@ impl Broker {
         let record = OffsetRecord::TopicDeleted {
             topic: topic.to_string(),
         };
-        Coordinator::persist(&mut inner, std::slice::from_ref(&record))?;
+        self.coordinator
+            .persist(&mut inner, std::slice::from_ref(&record))?;
         offsets::apply(&mut inner.groups, record);
         Coordinator::compact_if_due(&mut inner);
         tracing::info!(topic, "forgot the deleted topic's committed offsets");
@@ -883,6 +903,37 @@ mod tests {
     fn committed_metadata(broker: &Broker, group: &str) -> Option<String> {
         let got = broker.fetch_offsets(group, Vec::new()).unwrap();
         got.into_iter().next().map(|(_, _, c)| c.metadata)
+    }
+
+    /// The flusher's `fdatasync` of the offsets log runs without the
+    /// coordinator's lock, so a slow disk does not stall group calls (and a
+    /// commit during it is flushed by the next pass).
+    #[test]
+    fn flushing_offsets_does_not_take_the_coordinator_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
+        broker
+            .commit_offsets("g", "", 0, vec![commit("m")])
+            .unwrap();
+        let held = broker.coordinator.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flusher = {
+            let broker = broker.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(broker.coordinator.sync());
+            })
+        };
+        let flushed = rx.recv_timeout(std::time::Duration::from_secs(20));
+        drop(held);
+        flusher.join().unwrap();
+        flushed
+            .expect("the flush waited for the coordinator lock")
+            .unwrap();
+        assert!(!broker.coordinator.offsets_dirty.load(Ordering::Acquire));
+        broker
+            .commit_offsets("g", "", 0, vec![commit("n")])
+            .unwrap();
+        assert!(broker.coordinator.offsets_dirty.load(Ordering::Acquire));
     }
 
     /// The change that makes the offsets log due for compaction must be in

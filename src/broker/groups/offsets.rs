@@ -416,6 +416,43 @@ impl OffsetStore {
             reason: e.to_string(),
         })
     }
+
+    /// A handle that flushes this log without access to the store, so the
+    /// coordinator's lock need not be held across an `fdatasync` (which can
+    /// take milliseconds to seconds and would stall every group call).
+    ///
+    /// # Errors
+    /// The log's descriptor could not be duplicated.
+    pub fn sync_handle(&self) -> Result<OffsetSync> {
+        let path = self.dir.join("offsets.log");
+        let file = self.log.try_clone().map_err(|e| BrokerError::Metadata {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(OffsetSync { file, path })
+    }
+}
+
+/// Flushes the offsets log through its own descriptor of the same open
+/// file (see [`OffsetStore::sync_handle`]); compaction truncates that file
+/// in place, so the handle stays valid for the store's life.
+#[derive(Debug)]
+pub struct OffsetSync {
+    file: File,
+    path: PathBuf,
+}
+
+impl OffsetSync {
+    /// `fdatasync` of the offsets log.
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| BrokerError::Metadata {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
 }
 
 /// Replays records into `groups`; returns the bytes of valid records and,
