@@ -1194,8 +1194,8 @@ mod tests {
         assert_eq!(r.median.records, 2500, "{r:?}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_group_run_leaves_no_group_behind() {
+    /// A broker outside the bench (as `--broker` would reach), on a temp dir.
+    async fn broker_on_temp_dir() -> (tempfile::TempDir, RunningServer) {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig {
             data_dir: dir.path().to_path_buf(),
@@ -1203,6 +1203,12 @@ mod tests {
             ..BrokerConfig::default()
         };
         let server = crate::api::start(config).await.unwrap();
+        (dir, server)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_run_leaves_no_group_behind() {
+        let (_dir, server) = broker_on_temp_dir().await;
         let addr = server.addr.to_string();
         let (_, o, _) = opts(&[
             "group",
@@ -1227,13 +1233,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_existing_topic_named_without_partitions_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..BrokerConfig::default()
-        };
-        let server = crate::api::start(config).await.unwrap();
+        let (_dir, server) = broker_on_temp_dir().await;
         let addr = server.addr.to_string();
         let client = Client::connect(&addr).await.unwrap();
         client

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 
 use super::format::{push_json_bytes, push_json_string};
 use super::time::parse_timestamp;
-use super::{write_stdout, BrokerArgs, CliError};
+use super::{write_stdout, BrokerArgs, CliError, ReconnectBackoff};
 use crate::client::{
     Client, ClientError, ConsumedRecord, OffsetSpec, PartitionDescription, PartitionReader,
 };
@@ -242,12 +242,6 @@ async fn follow(
     Ok(())
 }
 
-/// The first wait before re-subscribing after a lost connection; it doubles
-/// up to [`RESUBSCRIBE_BACKOFF_MAX`] while the broker stays away.
-const RESUBSCRIBE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
-/// The longest wait between attempts to re-subscribe.
-const RESUBSCRIBE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Forwards one partition's subscription into `tx` until the printer stops
 /// listening (the send fails) or the stream fails for good. A lost
 /// connection or a stream the broker ended (a restart) is not the end of a
@@ -262,7 +256,7 @@ async fn forward_partition(
     tx: mpsc::Sender<Result<Vec<ConsumedRecord>, CliError>>,
 ) {
     let mut next = span.start;
-    let mut backoff = RESUBSCRIBE_BACKOFF_MIN;
+    let mut backoff = ReconnectBackoff::new();
     let mut lost = false;
     loop {
         let ended = match client.subscribe(&topic, span.partition, next).await {
@@ -276,7 +270,7 @@ async fn forward_partition(
                             );
                             lost = false;
                         }
-                        backoff = RESUBSCRIBE_BACKOFF_MIN;
+                        backoff.reset();
                         let mut records = ConsumedRecord::from_response(span.partition, response);
                         records.retain(|r| r.offset >= next);
                         let Some(last) = records.last() else { continue };
@@ -311,10 +305,9 @@ async fn forward_partition(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.next_wait()) => {}
             () = tx.closed() => return,
         }
-        backoff = (backoff * 2).min(RESUBSCRIBE_BACKOFF_MAX);
     }
 }
 

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::consume::{ConsumeArgs, GroupReset, Printer};
-use super::CliError;
+use super::{CliError, ReconnectBackoff};
 use crate::client::{
     AutoOffsetReset, Client, ClientError, GroupConsumer, OffsetSpec, PartitionOffset,
     TopicPartitions,
@@ -166,12 +166,6 @@ fn is_connection_loss(e: &CliError) -> bool {
     }
 }
 
-/// The first wait before joining again after a lost stream; it doubles up
-/// to [`REJOIN_BACKOFF_MAX`] while the broker stays away.
-const REJOIN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest wait between attempts to join again.
-const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
 impl Session<'_> {
     /// Joins the group again with a new stream after the old one was lost
     /// (`--follow` across a broker restart), retrying with backoff while
@@ -186,13 +180,12 @@ impl Session<'_> {
     async fn rejoin(&mut self, reset: AutoOffsetReset) -> Result<bool, CliError> {
         let interrupt = interrupted();
         tokio::pin!(interrupt);
-        let mut backoff = REJOIN_BACKOFF_MIN;
+        let mut backoff = ReconnectBackoff::new();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_wait()) => {}
                 () = &mut interrupt => return Ok(false),
             }
-            backoff = (backoff * 2).min(REJOIN_BACKOFF_MAX);
             let joined = tokio::select! {
                 joined = self.client.group_consumer(&self.group, [self.args.topic.clone()], reset) => joined,
                 () = &mut interrupt => return Ok(false),

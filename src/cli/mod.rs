@@ -205,13 +205,6 @@ pub enum CliError {
         /// The topic's partition count.
         partitions: u32,
     },
-    /// `consume --follow`: the broker closed a partition's subscription
-    /// (for example because it is shutting down).
-    #[error("the broker ended the subscription to partition {partition}")]
-    SubscriptionEnded {
-        /// The partition.
-        partition: u32,
-    },
     /// `consume --group`: the broker closed the group stream (for example
     /// because it is shutting down).
     #[error("the broker ended the stream of group '{group}'")]
@@ -255,6 +248,32 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Writes `text` to stdout and flushes it. A closed pipe (`strata ... |
 /// head`) is not an error: the reader has what it wanted.
+/// The waits between attempts to reach a broker again after `consume
+/// --follow` lost it: 0.1 s, doubling up to 5 s.
+pub(crate) struct ReconnectBackoff(std::time::Duration);
+
+impl ReconnectBackoff {
+    const MIN: std::time::Duration = std::time::Duration::from_millis(100);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Starts at the shortest wait.
+    pub(crate) fn new() -> ReconnectBackoff {
+        ReconnectBackoff(Self::MIN)
+    }
+
+    /// The wait before the next attempt (each one twice the last, capped).
+    pub(crate) fn next_wait(&mut self) -> std::time::Duration {
+        let wait = self.0;
+        self.0 = (wait * 2).min(Self::MAX);
+        wait
+    }
+
+    /// Back to the shortest wait, once the broker answered.
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+}
+
 pub(crate) fn print_stdout(text: &str) -> Result<(), CliError> {
     match write_stdout(text) {
         Err(CliError::OutputClosed) => Ok(()),

@@ -138,17 +138,22 @@ pub fn resync(bytes: &[u8], from: u64, next_offset: u64) -> Option<(u64, FrameHe
     while at + HEADER_LEN <= bytes.len() {
         at = find_byte(bytes, at, FORMAT_VERSION)?;
         if let FrameCheck::Valid(h) = check_frame(&bytes[at..]) {
-            // Every record takes at least one byte, so damage of D bytes
-            // cannot hide more than D offsets: anything further is a stray
-            // frame-like pattern, not the continuation of this log.
-            let lost = h.base_offset.wrapping_sub(next_offset);
-            if h.base_offset >= next_offset && lost <= at as u64 - damage_start {
+            if continues_after_damage(h.base_offset, next_offset, damage_start, at as u64) {
                 return Some((at as u64, h));
             }
         }
         at += 1;
     }
     None
+}
+
+/// Whether a valid frame at byte `at` with base offset `base` can be the
+/// continuation of a log that expected `next_offset` at `damage_start`.
+/// Every record takes at least one byte, so damage of D bytes cannot hide
+/// more than D offsets: a frame further ahead is a stray frame-like
+/// pattern, not the continuation of this log.
+pub fn continues_after_damage(base: u64, next_offset: u64, damage_start: u64, at: u64) -> bool {
+    base >= next_offset && base - next_offset <= at - damage_start
 }
 
 /// Zero-filled blocks are skipped by comparing whole blocks of this size

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::{Result, StorageError};
 use super::frame::{check_frame, check_header, FrameCheck, FORMAT_VERSION, HEADER_LEN};
 use super::partition_log::PartitionLog;
+use super::scan::continues_after_damage;
 use super::segment::segment_path;
 
 /// A closed segment to scrub.
@@ -184,10 +185,7 @@ fn resync_file(
             let Ok(h) = check_header_only(head) else {
                 continue;
             };
-            // Every record takes at least one byte (see `scan::resync`).
-            let lost = h.base_offset.wrapping_sub(next_offset);
-            if h.base_offset < next_offset
-                || lost > at - damage_start
+            if !continues_after_damage(h.base_offset, next_offset, damage_start, at)
                 || at + u64::from(h.frame_len) > len
             {
                 continue;

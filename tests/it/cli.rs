@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::harness::BrokerProcess;
+use crate::harness::{free_port, BrokerProcess};
 
 /// Runs `strata ARGS --broker ADDR` with `stdin`, returning its output.
 pub fn strata(b: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
@@ -284,53 +284,66 @@ async fn verify_reports_a_flipped_byte_and_refuses_a_running_broker() {
     );
 }
 
-/// `consume --follow` rides out a broker crash and restart: it subscribes
-/// again from where it was, printing every record once, in order.
-#[test]
-fn follow_resubscribes_across_a_broker_restart() {
+/// A broker on a fixed port (so a restart keeps its address) with topic
+/// `tail` holding a, b, c, and `strata consume tail ARGS --follow
+/// --max-records 6` reading it; returns the broker, the command and its
+/// stdout lines.
+fn follow_tail(
+    dir: &std::path::Path,
+    listen: &str,
+    args: &[&str],
+) -> (
+    BrokerProcess,
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+) {
     use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    let dir = tempfile::tempdir().unwrap();
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let mut b = BrokerProcess::start_in(dir.path(), &["--listen", &listen]);
+    let b = BrokerProcess::start_in(dir, &["--listen", listen]);
     ok(&strata(
         &b,
         &["topic", "create", "tail", "--partitions", "1"],
         "",
     ));
     ok(&strata(&b, &["produce", "tail"], "a\nb\nc\n"));
-
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["consume", "tail", "--from-beginning", "--follow"])
-        .args(["--max-records", "6", "--broker", &b.addr])
+        .args(["consume", "tail"])
+        .args(args)
+        .args(["--follow", "--max-records", "6", "--broker", &b.addr])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, lines) = mpsc::channel();
+    let (tx, lines) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let _ = tx.send(line.unwrap());
         }
     });
-    let next_line = || {
-        lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a line from consume --follow")
-    };
-    let mut seen: Vec<String> = (0..3).map(|_| next_line()).collect();
+    (b, child, lines)
+}
+
+/// The next line of a `follow_tail` command (a minute at most).
+fn next_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a line from consume --follow")
+}
+
+/// `consume --follow` rides out a broker crash and restart: it subscribes
+/// again from where it was, printing every record once, in order.
+#[test]
+fn follow_resubscribes_across_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut b, child, lines) = follow_tail(dir.path(), &listen, &["--from-beginning"]);
+    let mut seen: Vec<String> = (0..3).map(|_| next_line(&lines)).collect();
 
     b.kill();
     let b = BrokerProcess::start_in(dir.path(), &["--listen", &listen]);
     ok(&strata(&b, &["produce", "tail"], "d\ne\nf\n"));
-    seen.extend((0..3).map(|_| next_line()));
+    seen.extend((0..3).map(|_| next_line(&lines)));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let values: Vec<(&str, &str)> = seen
@@ -359,44 +372,16 @@ fn follow_resubscribes_across_a_broker_restart() {
 /// joins the group again and goes on from the committed offset.
 #[test]
 fn group_follow_joins_again_across_a_broker_restart() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let mut b = BrokerProcess::start_in(dir.path(), &["--listen", &listen]);
-    ok(&strata(
-        &b,
-        &["topic", "create", "tail", "--partitions", "1"],
-        "",
-    ));
-    ok(&strata(&b, &["produce", "tail"], "a\nb\nc\n"));
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["consume", "tail", "--group", "g", "--reset", "earliest"])
-        .args(["--follow", "--max-records", "6", "--broker", &b.addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let next_line = || {
-        lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a line from consume --group --follow")
-    };
-    let mut seen: Vec<String> = (0..3).map(|_| next_line()).collect();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut b, child, lines) = follow_tail(
+        dir.path(),
+        &listen,
+        &["--group", "g", "--reset", "earliest"],
+    );
+    let mut seen: Vec<String> = (0..3).map(|_| next_line(&lines)).collect();
     // The commit follows the print: wait for it, so that the restart tests
     // joining again rather than an at-least-once repeat.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -419,7 +404,7 @@ fn group_follow_joins_again_across_a_broker_restart() {
     b.kill();
     let b = BrokerProcess::start_in(dir.path(), &["--listen", &listen]);
     ok(&strata(&b, &["produce", "tail"], "d\ne\nf\n"));
-    seen.extend((0..3).map(|_| next_line()));
+    seen.extend((0..3).map(|_| next_line(&lines)));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let values: Vec<&str> = seen

@@ -247,6 +247,15 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// A free TCP port on localhost (bound, then released), for a broker that
+/// must keep its address across a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Runs `strata verify DATA_DIR` and fails, with its report, unless every
 /// CRC checked clean; `after` names what came before, for the message.
 pub fn assert_verify_clean(data_dir: &std::path::Path, after: &str) {

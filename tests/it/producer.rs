@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use strata::client::{Acks, Client, Producer, ProducerConfig, Record};
 
-use crate::harness::BrokerProcess;
+use crate::harness::{free_port, BrokerProcess};
 use crate::log_api::{create_topic, fetch_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,14 +322,6 @@ async fn pipelined_batches_are_stored_once_in_send_order() {
         assert_eq!(*offset, i as u64);
         assert_eq!(r.value, i.to_string().into_bytes(), "offset {i}");
     }
-}
-
-/// A free TCP port on localhost (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

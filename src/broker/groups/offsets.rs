@@ -409,14 +409,6 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Flushes the log to disk.
-    pub fn sync(&self) -> Result<()> {
-        self.log.sync_data().map_err(|e| BrokerError::Metadata {
-            path: self.dir.join("offsets.log"),
-            reason: e.to_string(),
-        })
-    }
-
     /// A handle that flushes this log without access to the store, so the
     /// coordinator's lock need not be held across an `fdatasync` (which can
     /// take milliseconds to seconds and would stall every group call).
