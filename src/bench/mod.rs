@@ -910,6 +910,8 @@ async fn run_strata(
     };
     let bar = Bar::start(label, total, show_bar, progress.clone());
     let flushes_before = side.flushes();
+    let cpu_before = report::process_cpu_seconds();
+    let machine_before = report::MachineTimes::now();
     let result = match plan.workload {
         Workload::Produce => {
             let spec = produce_spec(plan, opts, &side.topic, partitions);
@@ -963,8 +965,12 @@ async fn run_strata(
             outcome
         }
     };
+    let cpu_after = report::process_cpu_seconds();
+    let machine_after = report::MachineTimes::now();
     bar.finish();
     let (mut figures, notes) = result?;
+    figures.cpu_seconds = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+    figures.machine = machine_before.zip(machine_after).map(|(b, a)| a.since(&b));
     if let (Some(before), Some(after)) = (flushes_before, side.flushes()) {
         if plan.workload == Workload::Produce {
             figures.flushes = Some(after.saturating_sub(before));
@@ -984,6 +990,8 @@ async fn run_ceiling(
     let label = format!("ceiling run {}/{}", run + 1, opts.runs);
     let records = plan.records.unwrap_or(DEFAULT_RECORDS);
     let bar = Bar::start(label, plan.records, show_bar, progress.clone());
+    let cpu_before = report::process_cpu_seconds();
+    let machine_before = report::MachineTimes::now();
     let result = match plan.workload {
         Workload::Consume => {
             let spec = ConsumeSpec {
@@ -1000,8 +1008,13 @@ async fn run_ceiling(
             workloads::produce(channels, &spec, &progress).await
         }
     };
+    let cpu_after = report::process_cpu_seconds();
+    let machine_after = report::MachineTimes::now();
     bar.finish();
-    result
+    let mut figures = result?;
+    figures.cpu_seconds = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+    figures.machine = machine_before.zip(machine_after).map(|(b, a)| a.since(&b));
+    Ok(figures)
 }
 
 #[cfg(test)]

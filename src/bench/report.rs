@@ -75,6 +75,75 @@ pub struct RunFigures {
     pub flushes: Option<u64>,
     /// Longest gap between two deliveries of one partition, ms (group).
     pub max_gap_ms: Option<f64>,
+    /// CPU time (user + system) this process used during the run, seconds:
+    /// the load generator's, plus the broker's with `--embedded` or the
+    /// null server's for a ceiling run. `None` where it cannot be read.
+    pub cpu_seconds: Option<f64>,
+    /// What the whole machine's cores did during the run (`/proc/stat`).
+    pub machine: Option<MachineTimes>,
+}
+
+/// Core-seconds the whole machine spent in each state over an interval, from
+/// the first line of `/proc/stat` (Linux). Steal is time a virtual machine's
+/// cores were runnable but the hypervisor ran something else: on a VM whose
+/// host emulates the disk on the same cores, writes to disk show up here.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MachineTimes {
+    /// User and nice time.
+    pub user: f64,
+    /// System, IRQ and softirq time.
+    pub system: f64,
+    /// Idle time.
+    pub idle: f64,
+    /// Idle time with I/O outstanding.
+    pub iowait: f64,
+    /// Time taken by the hypervisor.
+    pub steal: f64,
+}
+
+impl MachineTimes {
+    /// The counters since boot, or `None` where `/proc/stat` is missing.
+    pub fn now() -> Option<MachineTimes> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        Self::parse(text.lines().next()?)
+    }
+
+    /// Parses the aggregate `cpu` line: `cpu user nice system idle iowait
+    /// irq softirq steal ...`, in clock ticks (USER_HZ, 100 per second).
+    pub fn parse(line: &str) -> Option<MachineTimes> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields
+            .take(8)
+            .map(str::parse::<u64>)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        if ticks.len() < 8 {
+            return None;
+        }
+        // Sum in ticks, then convert: sums of converted values would round.
+        let seconds = |t: u64| t as f64 / 100.0;
+        Some(MachineTimes {
+            user: seconds(ticks[0] + ticks[1]),
+            system: seconds(ticks[2] + ticks[5] + ticks[6]),
+            idle: seconds(ticks[3]),
+            iowait: seconds(ticks[4]),
+            steal: seconds(ticks[7]),
+        })
+    }
+
+    /// The time spent between `earlier` and `self`.
+    pub fn since(&self, earlier: &MachineTimes) -> MachineTimes {
+        MachineTimes {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+            idle: self.idle - earlier.idle,
+            iowait: self.iowait - earlier.iowait,
+            steal: self.steal - earlier.steal,
+        }
+    }
 }
 
 impl RunFigures {
@@ -87,6 +156,53 @@ impl RunFigures {
     pub fn mb_per_sec(&self) -> f64 {
         per_second(self.bytes as f64 / 1e6, self.seconds)
     }
+
+    /// Cores kept busy on average: CPU seconds per wall second.
+    pub fn cores_busy(&self) -> Option<f64> {
+        self.cpu_seconds.map(|cpu| per_second(cpu, self.seconds))
+    }
+
+    /// CPU microseconds spent per record moved.
+    pub fn cpu_us_per_record(&self) -> Option<f64> {
+        self.cpu_seconds
+            .filter(|_| self.records > 0)
+            .map(|cpu| cpu * 1e6 / self.records as f64)
+    }
+
+    /// The `cpu` text: cores busy and CPU time per record.
+    fn cpu_text(&self) -> Option<String> {
+        Some(format!(
+            "{:.2} cores busy, {:.3} µs CPU per record",
+            self.cores_busy()?,
+            self.cpu_us_per_record()?
+        ))
+    }
+}
+
+/// The `machine` text: each state in cores (core-seconds per second).
+fn machine_text(t: &MachineTimes, seconds: f64) -> String {
+    let cores = |v: f64| per_second(v, seconds);
+    format!(
+        "cores: user {:.2}, system {:.2}, idle {:.2}, iowait {:.2}, steal {:.2}",
+        cores(t.user),
+        cores(t.system),
+        cores(t.idle),
+        cores(t.iowait),
+        cores(t.steal)
+    )
+}
+
+/// CPU time (user + system) this process has used so far, seconds, from
+/// `getrusage(RUSAGE_SELF)`; `None` if the call fails.
+pub fn process_cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 fn per_second(amount: f64, seconds: f64) -> f64 {
@@ -182,7 +298,8 @@ fn json_string(s: &str) -> String {
 /// `{"workload", "records", "bytes", "seconds", "records_per_sec",
 /// "mb_per_sec", "latency_ms": {"p50","p90","p99","p999","max"}}`, plus
 /// `"ceiling_records_per_sec"` and `"ratio_to_ceiling"` when the ceiling was
-/// run, and `"max_gap_ms"` for the group workload.
+/// run, `"max_gap_ms"` for the group workload, and `"cpu_seconds"` (this
+/// process's CPU time during the median run) where it could be read.
 pub fn render_json(report: &Report) -> String {
     let m = &report.median;
     let l = &m.latency;
@@ -203,6 +320,9 @@ pub fn render_json(report: &Report) -> String {
     );
     if let Some(gap) = m.max_gap_ms {
         let _ = write!(out, ",\"max_gap_ms\":{}", json_number(gap, 3));
+    }
+    if let Some(cpu) = m.cpu_seconds {
+        let _ = write!(out, ",\"cpu_seconds\":{}", json_number(cpu, 3));
     }
     if let Some(ceiling) = &report.ceiling {
         let _ = write!(
@@ -298,6 +418,12 @@ pub fn render_human(report: &Report) -> String {
             "max gap    {gap:.3} ms between two deliveries of one partition"
         );
     }
+    if let Some(cpu) = m.cpu_text() {
+        let _ = writeln!(out, "cpu        {cpu} (this process)");
+    }
+    if let Some(t) = m.machine {
+        let _ = writeln!(out, "machine    {}", machine_text(&t, m.seconds));
+    }
     if let Some(ceiling) = &report.ceiling {
         let c = &ceiling.median;
         let runs: Vec<String> = ceiling.runs_per_sec.iter().map(|r| rate_text(*r)).collect();
@@ -309,6 +435,12 @@ pub fn render_human(report: &Report) -> String {
             c.latency.p99_ms,
             runs.join(" | ")
         );
+        if let Some(cpu) = c.cpu_text() {
+            let _ = writeln!(out, "ceiling    cpu {cpu}");
+        }
+        if let Some(t) = c.machine {
+            let _ = writeln!(out, "ceiling    machine {}", machine_text(&t, c.seconds));
+        }
         if let Some(ratio) = report.ratio_to_ceiling() {
             let _ = writeln!(
                 out,
@@ -382,6 +514,74 @@ mod tests {
             LatencySummary::from_histogram(&new_histogram()),
             LatencySummary::default()
         );
+    }
+
+    #[test]
+    fn cpu_figures_are_per_wall_second_and_per_record() {
+        let mut f = figures(2_000_000, 2.0);
+        assert_eq!(f.cores_busy(), None);
+        assert_eq!(f.cpu_text(), None);
+        f.cpu_seconds = Some(3.0);
+        assert_eq!(f.cores_busy(), Some(1.5));
+        assert_eq!(f.cpu_us_per_record(), Some(1.5));
+        assert_eq!(
+            f.cpu_text().as_deref(),
+            Some("1.50 cores busy, 1.500 µs CPU per record")
+        );
+        let mut r = report(Some(figures(4_000_000, 1.0)));
+        r.median.cpu_seconds = Some(3.0);
+        let text = render_human(&r);
+        assert!(text.contains("cpu        1.50 cores busy"), "{text}");
+        assert!(!text.contains("ceiling    cpu"), "{text}");
+        assert!(render_json(&r).contains(",\"cpu_seconds\":3.000,"));
+    }
+
+    #[test]
+    fn machine_times_parse_the_cpu_line_of_proc_stat() {
+        let t = MachineTimes::parse("cpu  100 5 200 300 40 1 9 57 0 0").unwrap();
+        assert_eq!(
+            t,
+            MachineTimes {
+                user: 1.05,
+                system: 2.10,
+                idle: 3.0,
+                iowait: 0.40,
+                steal: 0.57,
+            }
+        );
+        assert_eq!(MachineTimes::parse("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(MachineTimes::parse("cpu 1 2 3"), None);
+        assert_eq!(MachineTimes::parse("cpu 1 2 x 4 5 6 7 8"), None);
+        let later = MachineTimes::parse("cpu  200 5 300 400 40 1 9 157").unwrap();
+        let d = later.since(&t);
+        assert!(
+            (d.user - 1.0).abs() < 1e-9 && (d.steal - 1.0).abs() < 1e-9,
+            "{d:?}"
+        );
+        let mut f = figures(1000, 2.0);
+        f.machine = Some(d);
+        assert!(render_human(&report_with(f)).contains(
+            "machine    cores: user 0.50, system 0.50, idle 0.50, iowait 0.00, steal 0.50"
+        ));
+    }
+
+    #[test]
+    fn process_cpu_time_grows_with_work() {
+        let before = process_cpu_seconds().expect("getrusage");
+        let mut x = 0u64;
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu_seconds().expect("getrusage");
+        assert!(after > before, "{before} -> {after}");
+    }
+
+    fn report_with(median: RunFigures) -> Report {
+        Report {
+            median,
+            ..report(None)
+        }
     }
 
     fn report(ceiling: Option<RunFigures>) -> Report {
