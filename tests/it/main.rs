@@ -20,6 +20,7 @@ mod malformed;
 mod metrics;
 mod producer;
 mod security;
+mod slow_consumers;
 mod soak;
 mod storage_basic;
 mod storage_crash;

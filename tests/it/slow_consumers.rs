@@ -1,0 +1,210 @@
+//! RELIABILITY.md scenario 14: many streaming subscribers that each read one
+//! message a second while producers write at half the broker's measured
+//! maximum. The broker's heap must stay bounded by the per-stream buffers,
+//! and the producers' latency is reported against a baseline taken without
+//! the subscribers.
+//!
+//! Long; off by default:
+//! `STRATA_SLOW_SECS=600 cargo test --release --test it slow_subscribers -- --ignored --nocapture`
+//! (`STRATA_SLOW_SUBSCRIBERS`, default 1,000, sets how many).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use strata::proto::v1::log_client::LogClient;
+use strata::proto::v1::{Record, SubscribeRequest};
+use tokio::task::JoinSet;
+
+use crate::harness::BrokerProcess;
+use crate::log_api::{create_topic, produce_req};
+
+/// `--default-fetch-bytes`: the most one subscription message carries.
+const FETCH_BYTES: u64 = 64 << 10;
+/// Connections the subscribers share.
+const CONNECTIONS: usize = 50;
+/// Producer tasks, each with one request in flight.
+const PRODUCERS: usize = 4;
+/// Records per produce request, and value bytes per record.
+const BATCH: usize = 100;
+const VALUE_BYTES: usize = 100;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn batch() -> Vec<Record> {
+    (0..BATCH)
+        .map(|i| Record {
+            key: format!("k{}", i % 16).into_bytes(),
+            value: vec![b'v'; VALUE_BYTES],
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Produces for `length` from [`PRODUCERS`] tasks: as fast as they can when
+/// `rate` is `None`, else at `rate` requests/s in all (on a fixed schedule,
+/// so a slow answer delays the next request rather than bunching them).
+/// Returns the requests made and their latencies in µs.
+async fn produce_for(
+    b: &BrokerProcess,
+    rate: Option<f64>,
+    length: Duration,
+) -> (u64, Histogram<u64>) {
+    let mut tasks = JoinSet::new();
+    for _ in 0..PRODUCERS {
+        let mut log = b.log().await;
+        tasks.spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let records = batch();
+            let start = tokio::time::Instant::now();
+            let every = rate.map(|r| Duration::from_secs_f64(PRODUCERS as f64 / r));
+            let mut sent = 0u64;
+            while start.elapsed() < length {
+                if let Some(every) = every {
+                    let due = start + every * sent as u32;
+                    tokio::time::sleep_until(due).await;
+                }
+                let t = Instant::now();
+                log.produce(produce_req("slow", Some(0), records.clone()))
+                    .await
+                    .expect("produce while subscribers lag");
+                hist.saturating_record(t.elapsed().as_micros() as u64);
+                sent += 1;
+            }
+            (sent, hist)
+        });
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut requests = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (sent, hist) = done.expect("producer task");
+        requests += sent;
+        all.add(hist).unwrap();
+    }
+    (requests, all)
+}
+
+fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
+    hist.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: STRATA_SLOW_SECS=600 cargo test --release --test it slow_subscribers -- --ignored --nocapture"]
+async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
+    let secs = env_or("STRATA_SLOW_SECS", 60);
+    let subscribers = env_or("STRATA_SLOW_SUBSCRIBERS", 1000) as usize;
+    let b = BrokerProcess::start_with(&["--default-fetch-bytes", &FETCH_BYTES.to_string()]);
+    create_topic(&b, "slow", 1).await;
+
+    // The broker's maximum for this shape, then half of it.
+    let (flat_out, _) = produce_for(&b, None, Duration::from_secs(5)).await;
+    let rate = flat_out as f64 / 5.0 / 2.0;
+    let (_, baseline) = produce_for(&b, Some(rate), Duration::from_secs(10)).await;
+
+    // The subscribers, from offset 0, each taking one message a second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let messages = Arc::new(AtomicU64::new(0));
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(b.channel().await);
+    }
+    let mut readers = JoinSet::new();
+    for i in 0..subscribers {
+        let mut stream = LogClient::new(channels[i % CONNECTIONS].clone())
+            .max_decoding_message_size(64 << 20)
+            .subscribe(SubscribeRequest {
+                topic: "slow".into(),
+                partition: 0,
+                offset: 0,
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let (stop, messages) = (stop.clone(), messages.clone());
+        readers.spawn(async move {
+            let mut read = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // A subscriber that caught up waits for the next append; once
+                // the producers are done there is none, so it stops waiting.
+                let next = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+                let Ok(message) = next else { continue };
+                let message = message.expect("subscription message");
+                assert!(message.is_some(), "a subscription ended while it lagged");
+                read += 1;
+                messages.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            read
+        });
+    }
+    let heap_before = b.rss_anon_kib();
+
+    // Sample the broker's heap while the producers write at half speed.
+    let pid_heap = {
+        let stop = stop.clone();
+        let pid = b.pid();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+                let kib: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("RssAnon:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .expect("RssAnon");
+                samples.push(kib);
+            }
+            samples
+        })
+    };
+    let (requests, loaded) = produce_for(&b, Some(rate), Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = pid_heap.await.expect("sampler");
+    let mut least_read = u64::MAX;
+    while let Some(done) = readers.join_next().await {
+        least_read = least_read.min(done.expect("subscriber task"));
+    }
+    let heap_after = b.rss_anon_kib();
+
+    // Every stream holds at most its channel's responses (2) plus the one
+    // being framed: 3 fetch-sized buffers; 16 MiB more for everything else.
+    let bound_kib = ((subscribers as u64 * 3 * FETCH_BYTES) >> 10) + (16 << 10);
+    let grown = heap_after.saturating_sub(heap_before);
+    let half = samples.len() / 2;
+    let (mid, last) = (
+        samples.get(half).copied().unwrap_or(heap_after),
+        samples.last().copied().unwrap_or(heap_after),
+    );
+    let drift = (last as f64 - mid as f64) / mid.max(1) as f64 * 100.0;
+    eprintln!(
+        "slow subscribers: {subscribers} streams reading 1 message/s for {secs} s \
+         ({} messages in all, the slowest read {least_read}); producers at {rate:.0} requests/s \
+         (half of the {:.0}/s measured flat out, {BATCH} × {VALUE_BYTES} B each), {requests} \
+         requests; produce latency p50/p99/max: baseline {:.2}/{:.2}/{:.2} ms, with the \
+         subscribers {:.2}/{:.2}/{:.2} ms (p99 × {:.2}); broker heap {heap_before} → \
+         {heap_after} KiB (+{grown} KiB, bound {bound_kib} KiB), second half {mid} → {last} KiB \
+         ({drift:+.1} %), samples every 5 s: {samples:?}",
+        messages.load(Ordering::Relaxed),
+        flat_out as f64 / 5.0,
+        ms(&baseline, 0.5),
+        ms(&baseline, 0.99),
+        ms(&baseline, 1.0),
+        ms(&loaded, 0.5),
+        ms(&loaded, 0.99),
+        ms(&loaded, 1.0),
+        ms(&loaded, 0.99) / ms(&baseline, 0.99).max(0.001),
+    );
+    assert!(
+        grown < bound_kib,
+        "heap grew by {grown} KiB with {subscribers} slow subscribers (bound {bound_kib} KiB)"
+    );
+    assert!(least_read > 0, "a subscriber never got a message");
+}
