@@ -192,13 +192,7 @@ impl BrokerProcess {
 
     /// Anonymous (heap) memory of the broker in KiB, from /proc.
     pub fn rss_anon_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("RssAnon line")
+        rss_anon_kib_of(self.pid())
     }
 
     /// The broker's resource use now, from /proc.
@@ -308,4 +302,15 @@ pub fn cpu_secs(pid: u32, name: &str) -> f64 {
         total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
     }
     total as f64 / ticks
+}
+
+/// Anonymous (heap) memory of process `pid` in KiB, from /proc; for code
+/// that samples a broker without holding its [`BrokerProcess`].
+pub fn rss_anon_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon line")
 }

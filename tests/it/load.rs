@@ -12,7 +12,7 @@ use strata::proto::v1::log_client::LogClient;
 use strata::proto::v1::{CreateTopicRequest, FetchRequest, Record, SubscribeRequest};
 
 use crate::harness::BrokerProcess;
-use crate::log_api::{create_topic, produce_req};
+use crate::log_api::{create_topic, fetch_req, produce_req};
 
 /// Subscribers that never read.
 const STALLED: usize = 200;
@@ -153,13 +153,7 @@ async fn many_partitions_are_created_written_and_reopened_after_a_crash() {
             let mut log = log.clone();
             fetches.spawn(async move {
                 let got = log
-                    .fetch(FetchRequest {
-                        topic: format!("t{t}"),
-                        partition: p,
-                        offset: 0,
-                        max_bytes: 0,
-                        max_wait_ms: 0,
-                    })
+                    .fetch(fetch_req(&format!("t{t}"), p, 0))
                     .await
                     .unwrap()
                     .into_inner();

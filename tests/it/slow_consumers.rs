@@ -17,7 +17,7 @@ use strata::proto::v1::log_client::LogClient;
 use strata::proto::v1::{Record, SubscribeRequest};
 use tokio::task::JoinSet;
 
-use crate::harness::BrokerProcess;
+use crate::harness::{rss_anon_kib_of, BrokerProcess};
 use crate::log_api::{create_topic, produce_req};
 
 /// `--default-fetch-bytes`: the most one subscription message carries.
@@ -60,7 +60,7 @@ async fn produce_for(
     for _ in 0..PRODUCERS {
         let mut log = b.log().await;
         tasks.spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut hist = latency_histogram();
             let records = batch();
             let start = tokio::time::Instant::now();
             let every = rate.map(|r| Duration::from_secs_f64(PRODUCERS as f64 / r));
@@ -80,7 +80,7 @@ async fn produce_for(
             (sent, hist)
         });
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut all = latency_histogram();
     let mut requests = 0;
     while let Some(done) = tasks.join_next().await {
         let (sent, hist) = done.expect("producer task");
@@ -88,6 +88,11 @@ async fn produce_for(
         all.add(hist).unwrap();
     }
     (requests, all)
+}
+
+/// A latency histogram in µs, up to a minute.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
 fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
@@ -146,28 +151,21 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
     let heap_before = b.rss_anon_kib();
 
     // Sample the broker's heap while the producers write at half speed.
-    let pid_heap = {
+    let heap_sampler = {
         let stop = stop.clone();
         let pid = b.pid();
         tokio::spawn(async move {
             let mut samples = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-                let kib: u64 = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("RssAnon:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    .expect("RssAnon");
-                samples.push(kib);
+                samples.push(rss_anon_kib_of(pid));
             }
             samples
         })
     };
     let (requests, loaded) = produce_for(&b, Some(rate), Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let samples = pid_heap.await.expect("sampler");
+    let samples = heap_sampler.await.expect("sampler");
     let mut least_read = u64::MAX;
     while let Some(done) = readers.join_next().await {
         least_read = least_read.min(done.expect("subscriber task"));
