@@ -67,6 +67,15 @@ pub struct Limits {
     /// Sealed segments kept memory-mapped at once (each costs one map of
     /// the kernel's `vm.max_map_count`). Default: 4,096.
     pub max_open_segment_maps: u32,
+    /// How many records a `Subscribe` stream may fall behind the high
+    /// watermark: a stream about to read further behind than this ends with
+    /// `RESOURCE_EXHAUSTED` (and one asked to start further behind is
+    /// refused), so the client resubscribes from a later offset or catches
+    /// up with `Fetch`. A lagging stream holds no memory either way (it reads
+    /// the log as its HTTP/2 window allows); the limit is for deployments
+    /// that want slow live followers dropped rather than served from cold
+    /// segments. 0 = no limit. Default: 0.
+    pub max_subscriber_lag_records: u64,
 }
 
 impl Default for Limits {
@@ -84,6 +93,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_stream_resets_per_sec: 1000,
             max_open_segment_maps: 4096,
+            max_subscriber_lag_records: 0,
         }
     }
 }

@@ -21,7 +21,9 @@ pub fn to_status(err: BrokerError) -> Status {
         BrokerError::InvalidTopicName { .. }
         | BrokerError::InvalidArgument { .. }
         | BrokerError::InvalidRecords(_) => Code::InvalidArgument,
-        BrokerError::LimitExceeded { .. } => Code::ResourceExhausted,
+        BrokerError::LimitExceeded { .. } | BrokerError::SubscriberLagging { .. } => {
+            Code::ResourceExhausted
+        }
         BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
         BrokerError::ShuttingDown => Code::Unavailable,
         BrokerError::Storage(s) => storage_code(s),

@@ -64,6 +64,19 @@ pub enum BrokerError {
         /// What the request would have needed.
         requested: u64,
     },
+    /// A subscription fell further behind the high watermark than
+    /// `limits.max_subscriber_lag_records` allows.
+    #[error("the subscription at offset {offset} is {lag} records behind the high watermark {high_watermark}, over limits.max_subscriber_lag_records ({limit}); subscribe again from a later offset (e.g. the latest) or catch up with Fetch")]
+    SubscriberLagging {
+        /// The next offset the stream would have read.
+        offset: u64,
+        /// The partition's high watermark then.
+        high_watermark: u64,
+        /// `high_watermark - offset`.
+        lag: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// The request conflicts with the current state.
     #[error("{0}")]
     FailedPrecondition(String),

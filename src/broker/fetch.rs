@@ -111,6 +111,11 @@ impl Broker {
     /// once HTTP/2 flow control is full, so a slow subscriber holds at most
     /// one response of `max_bytes` beyond the connection's send window, and
     /// never slows producers.
+    ///
+    /// With `limits.max_subscriber_lag_records` set, a stream that is about
+    /// to read from further behind the high watermark than that ends with
+    /// [`BrokerError::SubscriberLagging`] instead (checked at the start and
+    /// before every read, so a stalled client meets it when it reads again).
     pub fn subscribe(
         self: &Arc<Self>,
         topic: &str,
@@ -129,6 +134,7 @@ impl Broker {
             }
             .into());
         }
+        check_lag(self.config.limits.max_subscriber_lag_records, offset, high)?;
         let follower = Follower {
             watcher: part.watch_high_watermark(),
             shutdown: self.shutdown_signal(),
@@ -230,6 +236,10 @@ impl Follower {
             // Mark the current value seen before reading, so an append that
             // lands after the read still wakes us.
             self.watcher.borrow_and_update();
+            let max_lag = self.broker.config.limits.max_subscriber_lag_records;
+            if let Err(e) = check_lag(max_lag, self.offset, self.part.log.high_watermark()) {
+                return Some((Err(e), self));
+            }
             let result = match read(&self.part, self.offset, self.max_bytes).await {
                 Ok(result) => result,
                 Err(e) => return Some((Err(e), self)),
@@ -249,6 +259,21 @@ impl Follower {
             }
         }
     }
+}
+
+/// Refuses a subscription read at `offset` that is more than `max_lag`
+/// records behind `high_watermark` (0 = no limit).
+fn check_lag(max_lag: u64, offset: u64, high_watermark: u64) -> Result<()> {
+    let lag = high_watermark.saturating_sub(offset);
+    if max_lag > 0 && lag > max_lag {
+        return Err(BrokerError::SubscriberLagging {
+            offset,
+            high_watermark,
+            lag,
+            limit: max_lag,
+        });
+    }
+    Ok(())
 }
 
 /// Reads from the partition, off the async workers when the data may be cold.

@@ -163,6 +163,14 @@ pub struct LimitArgs {
     /// Sealed segments kept memory-mapped at once [default: 4096].
     #[arg(long, value_name = "N", env = "STRATA_MAX_OPEN_SEGMENT_MAPS")]
     pub max_open_segment_maps: Option<u32>,
+    /// Records a Subscribe stream may fall behind the high watermark before
+    /// it is ended with RESOURCE_EXHAUSTED; 0 = no limit [default: 0].
+    #[arg(
+        long,
+        value_name = "RECORDS",
+        env = "STRATA_MAX_SUBSCRIBER_LAG_RECORDS"
+    )]
+    pub max_subscriber_lag_records: Option<u64>,
 }
 
 /// Flags for [`crate::config::TopicDefaults`].
@@ -336,6 +344,10 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
         &a.max_stream_resets_per_sec,
     );
     set(&mut l.max_open_segment_maps, &a.max_open_segment_maps);
+    set(
+        &mut l.max_subscriber_lag_records,
+        &a.max_subscriber_lag_records,
+    );
 
     let (t, a) = (&mut base.topic_defaults, &args.topic_defaults);
     set(&mut t.partitions, &a.default_partitions);
@@ -588,6 +600,10 @@ mod tests {
                 l.max_stream_resets_per_sec.to_string(),
             ),
             ("max-open-segment-maps", l.max_open_segment_maps.to_string()),
+            (
+                "max-subscriber-lag-records",
+                l.max_subscriber_lag_records.to_string(),
+            ),
             ("default-partitions", t.partitions.to_string()),
             ("default-retention-ms", t.retention_ms.to_string()),
             ("default-retention-bytes", t.retention_bytes.to_string()),

@@ -433,3 +433,114 @@ async fn connections_over_the_limit_are_closed_and_the_others_keep_working() {
     }
     assert!(admitted, "a slot freed by a closed connection is reused");
 }
+
+#[tokio::test]
+async fn subscribers_past_the_lag_limit_are_cut_off_and_the_rest_keep_going() {
+    const LAG: u64 = 2000;
+    let b = BrokerProcess::start_with(&[
+        "--max-subscriber-lag-records",
+        &LAG.to_string(),
+        "--default-fetch-bytes",
+        "65536",
+    ]);
+    let channel = b.channel().await;
+    let mut admin = AdminClient::new(channel.clone());
+    let mut log = LogClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+    admin.create_topic(topic("lag", 1)).await.unwrap();
+    let subscribe = |offset: u64| SubscribeRequest {
+        topic: "lag".into(),
+        partition: 0,
+        offset,
+    };
+    let batch = |n: usize| (0..n).map(|_| record_of(1000)).collect::<Vec<_>>();
+
+    // At the limit a subscription starts; one record more and it is refused.
+    log.produce(produce_req("lag", Some(0), batch(LAG as usize)))
+        .await
+        .unwrap();
+    LogClient::new(channel.clone())
+        .subscribe(subscribe(0))
+        .await
+        .expect("a subscription exactly at the lag limit starts");
+    log.produce(produce_req("lag", Some(0), batch(1)))
+        .await
+        .unwrap();
+    refused(
+        LogClient::new(channel.clone())
+            .subscribe(subscribe(0))
+            .await,
+        Code::ResourceExhausted,
+        "max_subscriber_lag_records",
+        &LAG.to_string(),
+    );
+
+    // Two followers from the end: one stalls (its own connection, so its
+    // HTTP/2 window fills and it stops being served), one keeps reading.
+    let start = LAG + 1;
+    let mut stalled = LogClient::new(b.channel().await)
+        .subscribe(subscribe(start))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reader = LogClient::new(b.channel().await)
+        .subscribe(subscribe(start))
+        .await
+        .unwrap()
+        .into_inner();
+    // 16 MB: far more than the stalled client's HTTP/2 windows hold.
+    let (batches, per_batch) = (80u64, 200u64);
+    let end = start + batches * per_batch;
+    let producing = tokio::spawn(async move {
+        for _ in 0..batches {
+            log.produce(produce_req("lag", Some(0), batch(per_batch as usize)))
+                .await
+                .expect("producers are never held up by a lagging subscriber");
+        }
+    });
+    let mut next = start;
+    while next < end {
+        let m = tokio::time::timeout(PATIENCE, reader.message())
+            .await
+            .expect("the reader keeps being served")
+            .expect("the reader that keeps up is not cut off")
+            .expect("the stream goes on");
+        for batch in &m.batches {
+            assert_eq!(batch.base_offset, next, "offsets are dense");
+            next += batch.records.len() as u64;
+        }
+    }
+    producing.await.unwrap();
+
+    // The stalled stream delivers what it had buffered, densely, then ends
+    // with RESOURCE_EXHAUSTED once it would read too far behind.
+    let mut delivered = start;
+    let cut_off = loop {
+        let m = tokio::time::timeout(PATIENCE, stalled.message())
+            .await
+            .expect("the stalled stream answers once read");
+        match m {
+            Ok(Some(m)) => {
+                for batch in &m.batches {
+                    assert_eq!(batch.base_offset, delivered, "offsets are dense");
+                    delivered += batch.records.len() as u64;
+                }
+            }
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        cut_off.code(),
+        Code::ResourceExhausted,
+        "{}",
+        cut_off.message()
+    );
+    assert!(
+        cut_off.message().contains("max_subscriber_lag_records")
+            && cut_off.message().contains(&format!("offset {delivered}")),
+        "names the setting and where the stream stopped: {}",
+        cut_off.message()
+    );
+    assert!(delivered < end - LAG, "it was cut off behind the limit");
+    assert_eq!(high_watermark(&mut admin, "lag").await, end, "nothing lost");
+}

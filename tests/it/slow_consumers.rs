@@ -90,34 +90,24 @@ async fn produce_for(
     (requests, all)
 }
 
-/// A latency histogram in µs, up to a minute.
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
-}
-
-fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
-    hist.value_at_quantile(q) as f64 / 1000.0
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: STRATA_SLOW_SECS=600 cargo test --release --test it slow_subscribers -- --ignored --nocapture"]
-async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
-    let secs = env_or("STRATA_SLOW_SECS", 60);
-    let subscribers = env_or("STRATA_SLOW_SUBSCRIBERS", 1000) as usize;
-    let b = BrokerProcess::start_with(&["--default-fetch-bytes", &FETCH_BYTES.to_string()]);
-    create_topic(&b, "slow", 1).await;
-
-    // The broker's maximum for this shape, then half of it.
-    let (flat_out, _) = produce_for(&b, None, Duration::from_secs(5)).await;
-    let rate = flat_out as f64 / 5.0 / 2.0;
-    let (_, baseline) = produce_for(&b, Some(rate), Duration::from_secs(10)).await;
-
-    // The subscribers, from offset 0, each taking one message a second.
-    let stop = Arc::new(AtomicBool::new(false));
-    let messages = Arc::new(AtomicU64::new(0));
+/// Opens `subscribers` streams from offset 0 over [`CONNECTIONS`]
+/// connections, says so on `ready`, and reads each at one message a second
+/// until `stop`. Returns the fewest messages any one of them read.
+async fn run_subscribers(
+    addr: String,
+    subscribers: usize,
+    stop: Arc<AtomicBool>,
+    messages: Arc<AtomicU64>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> u64 {
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
-        channels.push(b.channel().await);
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        channels.push(channel);
     }
     let mut readers = JoinSet::new();
     for i in 0..subscribers {
@@ -148,6 +138,55 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
             read
         });
     }
+    let _ = ready.send(());
+    let mut least_read = u64::MAX;
+    while let Some(done) = readers.join_next().await {
+        least_read = least_read.min(done.expect("subscriber task"));
+    }
+    least_read
+}
+
+/// A latency histogram in µs, up to a minute.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
+    hist.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: STRATA_SLOW_SECS=600 cargo test --release --test it slow_subscribers -- --ignored --nocapture"]
+async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
+    let secs = env_or("STRATA_SLOW_SECS", 60);
+    let subscribers = env_or("STRATA_SLOW_SUBSCRIBERS", 1000) as usize;
+    let b = BrokerProcess::start_with(&["--default-fetch-bytes", &FETCH_BYTES.to_string()]);
+    create_topic(&b, "slow", 1).await;
+
+    // The broker's maximum for this shape, then half of it.
+    let (flat_out, _) = produce_for(&b, None, Duration::from_secs(5)).await;
+    let rate = flat_out as f64 / 5.0 / 2.0;
+    let (_, baseline) = produce_for(&b, Some(rate), Duration::from_secs(10)).await;
+
+    // The subscribers, from offset 0, each taking one message a second, on
+    // their own runtime and thread: they stand for clients on other machines,
+    // so their decoding must not queue the producers' tasks behind it (the
+    // two still share this machine's cores).
+    let stop = Arc::new(AtomicBool::new(false));
+    let messages = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let readers = {
+        let (addr, stop, messages) = (b.addr.clone(), stop.clone(), messages.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("subscriber runtime")
+                .block_on(run_subscribers(addr, subscribers, stop, messages, ready_tx))
+        })
+    };
+    ready_rx.await.expect("the subscribers started");
     let heap_before = b.rss_anon_kib();
 
     // Sample the broker's heap while the producers write at half speed.
@@ -166,10 +205,10 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
     let (requests, loaded) = produce_for(&b, Some(rate), Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let samples = heap_sampler.await.expect("sampler");
-    let mut least_read = u64::MAX;
-    while let Some(done) = readers.join_next().await {
-        least_read = least_read.min(done.expect("subscriber task"));
-    }
+    let least_read = tokio::task::spawn_blocking(move || readers.join())
+        .await
+        .expect("join")
+        .expect("subscriber thread");
     let heap_after = b.rss_anon_kib();
 
     // Every stream holds at most its channel's responses (2) plus the one
