@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use strata::bench::report::MachineTimes;
 use strata::proto::v1::log_client::LogClient;
 use strata::proto::v1::{Record, SubscribeRequest};
 use tokio::task::JoinSet;
@@ -122,9 +123,15 @@ async fn run_subscribers(
             .expect("subscribe")
             .into_inner();
         let (stop, messages) = (stop.clone(), messages.clone());
+        // Each reads on its own one-second schedule, the phases spread evenly
+        // over the second as independent clients' would be (all sleeping a
+        // second after one shared start, they would all read in one burst).
+        let phase = Duration::from_secs(1) * i as u32 / subscribers as u32;
         readers.spawn(async move {
+            let first = tokio::time::Instant::now() + phase;
             let mut read = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(first + Duration::from_secs(read)).await;
                 // A subscriber that caught up waits for the next append; once
                 // the producers are done there is none, so it stops waiting.
                 let next = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
@@ -133,7 +140,6 @@ async fn run_subscribers(
                 assert!(message.is_some(), "a subscription ended while it lagged");
                 read += 1;
                 messages.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             read
         });
@@ -144,6 +150,58 @@ async fn run_subscribers(
         least_read = least_read.min(done.expect("subscriber task"));
     }
     least_read
+}
+
+/// The machine's and the broker's CPU counters at one moment, to say how
+/// busy the cores were over a phase (the latencies mean little without it).
+struct CpuSample {
+    at: Instant,
+    machine: Option<MachineTimes>,
+    broker_secs: Option<f64>,
+}
+
+impl CpuSample {
+    fn take(pid: u32) -> CpuSample {
+        CpuSample {
+            at: Instant::now(),
+            machine: MachineTimes::now(),
+            broker_secs: process_cpu_secs(pid),
+        }
+    }
+
+    /// Cores busy per wall second since `self`: the broker's and the whole
+    /// machine's (user + system; idle and steal beside).
+    fn report(self, pid: u32) -> String {
+        let wall = self.at.elapsed().as_secs_f64();
+        let broker = match (self.broker_secs, process_cpu_secs(pid)) {
+            (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall),
+            _ => "?".into(),
+        };
+        let machine = match (self.machine, MachineTimes::now()) {
+            (Some(a), Some(b)) => {
+                let d = b.since(&a);
+                format!(
+                    "{:.2} (idle {:.2}, steal {:.2})",
+                    (d.user + d.system) / wall,
+                    (d.idle + d.iowait) / wall,
+                    d.steal / wall
+                )
+            }
+            _ => "?".into(),
+        };
+        format!("broker {broker}, machine {machine}")
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 here.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// A latency histogram in µs, up to a minute.
@@ -166,7 +224,9 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
     // The broker's maximum for this shape, then half of it.
     let (flat_out, _) = produce_for(&b, None, Duration::from_secs(5)).await;
     let rate = flat_out as f64 / 5.0 / 2.0;
+    let baseline_cpu = CpuSample::take(b.pid());
     let (_, baseline) = produce_for(&b, Some(rate), Duration::from_secs(10)).await;
+    let baseline_cpu = baseline_cpu.report(b.pid());
 
     // The subscribers, from offset 0, each taking one message a second, on
     // their own runtime and thread: they stand for clients on other machines,
@@ -202,7 +262,9 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
             samples
         })
     };
+    let loaded_cpu = CpuSample::take(b.pid());
     let (requests, loaded) = produce_for(&b, Some(rate), Duration::from_secs(secs)).await;
+    let loaded_cpu = loaded_cpu.report(b.pid());
     stop.store(true, Ordering::Relaxed);
     let samples = heap_sampler.await.expect("sampler");
     let least_read = tokio::task::spawn_blocking(move || readers.join())
@@ -228,7 +290,8 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
          requests; produce latency p50/p99/max: baseline {:.2}/{:.2}/{:.2} ms, with the \
          subscribers {:.2}/{:.2}/{:.2} ms (p99 × {:.2}); broker heap {heap_before} → \
          {heap_after} KiB (+{grown} KiB, bound {bound_kib} KiB), second half {mid} → {last} KiB \
-         ({drift:+.1} %), samples every 5 s: {samples:?}",
+         ({drift:+.1} %), samples every 5 s: {samples:?}; cores busy: baseline {baseline_cpu}, \
+         with the subscribers {loaded_cpu}",
         messages.load(Ordering::Relaxed),
         flat_out as f64 / 5.0,
         ms(&baseline, 0.5),
