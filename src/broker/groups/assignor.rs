@@ -43,10 +43,11 @@ pub fn assign(
     if members.is_empty() {
         return result;
     }
-    // Every partition some member subscribes to.
-    let all: BTreeSet<TopicPartition> = members
-        .values()
-        .flat_map(|m| m.topics.iter())
+    // Every partition some member subscribes to (each topic once, however
+    // many members subscribe to it).
+    let subscribed: BTreeSet<&String> = members.values().flat_map(|m| m.topics.iter()).collect();
+    let all: BTreeSet<TopicPartition> = subscribed
+        .into_iter()
         .filter_map(|t| partitions.get(t).map(|&n| (t, n)))
         .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
         .collect();
@@ -67,20 +68,29 @@ pub fn assign(
     }
     // 2. Hand out the rest to the eligible member with the most room left
     //    (then the fewest partitions, then the smallest id: deterministic).
-    for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
-        let best = members
+    //    `all` is sorted by topic, so the partitions come topic by topic;
+    //    each topic's eligible members wait in an ordered set by that key,
+    //    so each partition costs O(log members), not a scan of them all.
+    let untaken: Vec<&TopicPartition> = all.iter().filter(|tp| !taken.contains(*tp)).collect();
+    for run in untaken.chunk_by(|a, b| a.0 == b.0) {
+        let topic = &run[0].0;
+        let mut queue: BTreeSet<(bool, usize, &String)> = members
             .iter()
-            .filter(|(_, m)| m.topics.contains(&tp.0))
-            .min_by_key(|(id, _)| {
-                let have = result[*id].len();
-                (have >= quotas[*id], have, (*id).clone())
+            .filter(|(_, m)| m.topics.contains(topic))
+            .map(|(id, _)| {
+                let have = result[id].len();
+                (have >= quotas[id], have, id)
             })
-            .map(|(id, _)| id.clone());
-        if let Some(id) = best {
+            .collect();
+        for tp in run {
+            let Some((_, have, id)) = queue.pop_first() else {
+                break;
+            };
             result
-                .get_mut(&id)
+                .get_mut(id)
                 .expect("member exists")
-                .insert(tp.clone());
+                .insert((*tp).clone());
+            queue.insert((have + 1 >= quotas[id], have + 1, id));
         }
     }
     rebalance_uneven(members, &mut result);
@@ -104,35 +114,53 @@ fn quotas(members: &BTreeMap<String, MemberSpec>, total: usize) -> BTreeMap<Stri
 /// With differing subscriptions the quotas may be unreachable; move
 /// partitions from the fullest member to an eligible emptier one while that
 /// narrows the gap by more than one.
+///
+/// Each step moves the first partition (members by load, most first, ties
+/// by id; their partitions in order) whose emptiest eligible other member
+/// (fewest partitions, then smallest id) has at least two fewer. The target
+/// depends only on the partition's topic, so it is found once per topic and
+/// step; with loads all within one of each other nothing can move, which is
+/// checked first (the usual case: one shared subscription).
 fn rebalance_uneven(
     members: &BTreeMap<String, MemberSpec>,
     result: &mut BTreeMap<String, BTreeSet<TopicPartition>>,
 ) {
     let limit = result.values().map(|s| s.len()).sum::<usize>() + 1;
     for _ in 0..limit {
-        let mut moved = false;
-        let mut by_load: Vec<String> = result.keys().cloned().collect();
-        by_load.sort_by_key(|id| std::cmp::Reverse(result[id].len()));
-        'outer: for from in &by_load {
-            for tp in result[from].clone() {
-                let target = members
-                    .iter()
-                    .filter(|(id, m)| *id != from && m.topics.contains(&tp.0))
-                    .min_by_key(|(id, _)| (result[*id].len(), (*id).clone()))
-                    .map(|(id, _)| id.clone());
-                if let Some(to) = target {
-                    if result[&to].len() + 1 < result[from].len() {
-                        result.get_mut(from).expect("exists").remove(&tp);
-                        result.get_mut(&to).expect("exists").insert(tp);
-                        moved = true;
+        let loads = result.values().map(BTreeSet::len);
+        let (min, max) = loads.fold((usize::MAX, 0), |(lo, hi), n| (lo.min(n), hi.max(n)));
+        if max < min + 2 {
+            return;
+        }
+        // Stable sort: equal loads stay in id order.
+        let mut by_load: Vec<&String> = result.keys().collect();
+        by_load.sort_by_key(|id| std::cmp::Reverse(result[*id].len()));
+        let mut chosen = None;
+        'outer: for from in by_load {
+            let from_len = result[from].len();
+            // Per topic: the emptiest eligible member other than `from`.
+            let mut targets: BTreeMap<&str, Option<(usize, &String)>> = BTreeMap::new();
+            for tp in &result[from] {
+                let target = *targets.entry(tp.0.as_str()).or_insert_with(|| {
+                    members
+                        .iter()
+                        .filter(|(id, m)| *id != from && m.topics.contains(&tp.0))
+                        .map(|(id, _)| (result[id].len(), id))
+                        .min()
+                });
+                if let Some((len, to)) = target {
+                    if len + 1 < from_len {
+                        chosen = Some((from.clone(), to.clone(), tp.clone()));
                         break 'outer;
                     }
                 }
             }
         }
-        if !moved {
+        let Some((from, to, tp)) = chosen else {
             return;
-        }
+        };
+        result.get_mut(&from).expect("exists").remove(&tp);
+        result.get_mut(&to).expect("exists").insert(tp);
     }
 }
 
@@ -182,6 +210,149 @@ mod tests {
         assert_eq!(out["a"].len(), 2);
         assert_eq!(out["b"].len(), 2);
         assert!(out["b"].iter().all(|(t, _)| t == "y"));
+    }
+
+    // The assignor as it was before step 2 and the uneven rebalance were
+    // made faster (a scan of every member per partition): the new one must
+    // give exactly the same answers.
+    fn reference_assign(
+        members: &BTreeMap<String, MemberSpec>,
+        partitions: &BTreeMap<String, u32>,
+    ) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+        let mut result: BTreeMap<String, BTreeSet<TopicPartition>> = members
+            .keys()
+            .map(|m| (m.clone(), BTreeSet::new()))
+            .collect();
+        if members.is_empty() {
+            return result;
+        }
+        // Every partition some member subscribes to.
+        let all: BTreeSet<TopicPartition> = members
+            .values()
+            .flat_map(|m| m.topics.iter())
+            .filter_map(|t| partitions.get(t).map(|&n| (t, n)))
+            .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
+            .collect();
+        let quotas = quotas(members, all.len());
+        // 1. Stickiness: keep owned partitions that are still valid, up to quota.
+        let mut taken = BTreeSet::new();
+        for (id, m) in members {
+            let keep = result.get_mut(id).expect("every member has an entry");
+            for tp in &m.current {
+                if keep.len() >= quotas[id] {
+                    break;
+                }
+                if all.contains(tp) && m.topics.contains(&tp.0) && !taken.contains(tp) {
+                    keep.insert(tp.clone());
+                    taken.insert(tp.clone());
+                }
+            }
+        }
+        // 2. Hand out the rest to the eligible member with the most room left
+        //    (then the fewest partitions, then the smallest id: deterministic).
+        for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
+            let best = members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(&tp.0))
+                .min_by_key(|(id, _)| {
+                    let have = result[*id].len();
+                    (have >= quotas[*id], have, (*id).clone())
+                })
+                .map(|(id, _)| id.clone());
+            if let Some(id) = best {
+                result
+                    .get_mut(&id)
+                    .expect("member exists")
+                    .insert(tp.clone());
+            }
+        }
+        reference_rebalance_uneven(members, &mut result);
+        result
+    }
+
+    /// With differing subscriptions the quotas may be unreachable; move
+    /// partitions from the fullest member to an eligible emptier one while that
+    /// narrows the gap by more than one.
+    fn reference_rebalance_uneven(
+        members: &BTreeMap<String, MemberSpec>,
+        result: &mut BTreeMap<String, BTreeSet<TopicPartition>>,
+    ) {
+        let limit = result.values().map(|s| s.len()).sum::<usize>() + 1;
+        for _ in 0..limit {
+            let mut moved = false;
+            let mut by_load: Vec<String> = result.keys().cloned().collect();
+            by_load.sort_by_key(|id| std::cmp::Reverse(result[id].len()));
+            'outer: for from in &by_load {
+                for tp in result[from].clone() {
+                    let target = members
+                        .iter()
+                        .filter(|(id, m)| *id != from && m.topics.contains(&tp.0))
+                        .min_by_key(|(id, _)| (result[*id].len(), (*id).clone()))
+                        .map(|(id, _)| id.clone());
+                    if let Some(to) = target {
+                        if result[&to].len() + 1 < result[from].len() {
+                            result.get_mut(from).expect("exists").remove(&tp);
+                            result.get_mut(&to).expect("exists").insert(tp);
+                            moved = true;
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Members with random subscriptions to three topics and random owned
+    /// partitions (some stale, some shared), for the equivalence check.
+    fn mixed_group() -> impl Strategy<Value = (BTreeMap<String, MemberSpec>, BTreeMap<String, u32>)>
+    {
+        let topics = ["a", "b", "c"];
+        let member = (
+            proptest::collection::vec(any::<bool>(), 3),
+            proptest::collection::vec((0usize..3, 0u32..12), 0..8),
+        );
+        (
+            proptest::collection::vec(member, 0..9),
+            proptest::collection::vec(0u32..10, 3),
+        )
+            .prop_map(move |(specs, counts)| {
+                let members = specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (subscribed, owned))| {
+                        let spec = MemberSpec {
+                            topics: topics
+                                .iter()
+                                .zip(&subscribed)
+                                .filter(|(_, s)| **s)
+                                .map(|(t, _)| t.to_string())
+                                .collect(),
+                            current: owned
+                                .into_iter()
+                                .map(|(t, p)| (topics[t].to_string(), p))
+                                .collect(),
+                        };
+                        (format!("m{i}"), spec)
+                    })
+                    .collect();
+                let partitions = topics
+                    .iter()
+                    .zip(counts)
+                    .map(|(t, n)| (t.to_string(), n))
+                    .collect();
+                (members, partitions)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn gives_exactly_the_answers_of_the_reference((members, partitions) in mixed_group()) {
+            prop_assert_eq!(assign(&members, &partitions), reference_assign(&members, &partitions));
+        }
     }
 
     /// Random membership changes with one shared subscription.
