@@ -100,11 +100,7 @@ type Shared = Arc<Mutex<GroupLedger>>;
 
 async fn producer(b: String, ledger: Ledger, seed: u64) {
     let mut rng = Rng(seed);
-    let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{b}"))
-        .unwrap()
-        .connect()
-        .await
-    else {
+    let Ok(channel) = crate::harness::try_channel_to(&b).await else {
         return;
     };
     let mut log = strata::proto::v1::log_client::LogClient::new(channel);

@@ -16,6 +16,23 @@ use tonic::transport::Channel;
 /// fails (a failure detector, not synchronization).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Connects a channel to the broker at `addr` (`HOST:PORT`).
+///
+/// # Errors
+/// The connection was refused or reset (a broker being killed, or one at
+/// its connection limit).
+pub async fn try_channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("HOST:PORT makes a valid URI")
+        .connect()
+        .await
+}
+
+/// [`try_channel_to`] for a broker that must be up: panics if it is not.
+pub async fn channel_to(addr: &str) -> Channel {
+    try_channel_to(addr).await.expect("connect")
+}
+
 /// A broker process.
 pub struct BrokerProcess {
     child: Option<Child>,
@@ -171,11 +188,7 @@ impl BrokerProcess {
 
     /// A channel to the broker.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        channel_to(&self.addr).await
     }
 
     /// A `Log` client.

@@ -377,10 +377,7 @@ async fn connections_over_the_limit_are_closed_and_the_others_keep_working() {
     }
     // The third connection is closed by the broker: connecting or the first
     // call fails with UNAVAILABLE, and nothing is created.
-    let third = Channel::from_shared(format!("http://{}", b.addr))
-        .unwrap()
-        .connect()
-        .await;
+    let third = crate::harness::try_channel_to(&b.addr).await;
     if let Ok(third) = third {
         let e = AdminClient::new(third)
             .create_topic(topic("never", 1))
@@ -416,11 +413,7 @@ async fn connections_over_the_limit_are_closed_and_the_others_keep_working() {
     drop(second);
     let mut admitted = false;
     for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(format!("http://{}", b.addr))
-            .unwrap()
-            .connect()
-            .await
-        {
+        if let Ok(c) = crate::harness::try_channel_to(&b.addr).await {
             let call = AdminClient::new(c)
                 .describe_topic(DescribeTopicRequest { name: "c".into() })
                 .await;

@@ -103,11 +103,7 @@ async fn run_subscribers(
 ) -> u64 {
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = crate::harness::channel_to(&addr).await;
         channels.push(channel);
     }
     let mut readers = JoinSet::new();

@@ -131,6 +131,10 @@ pub struct Coordinator {
     member_seq: AtomicU64,
     /// Distinguishes member ids across broker restarts.
     incarnation: u64,
+    /// Tests: a compaction's disk work, once the lock is released, says
+    /// so on the first channel and waits for the second.
+    #[cfg(test)]
+    compaction_pause: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -157,7 +161,7 @@ impl Coordinator {
     /// Opens the store in `dir` and loads every group's committed offsets.
     pub fn open(dir: &std::path::Path, settings: GroupSettings) -> Result<Coordinator> {
         let (store, groups) = OffsetStore::open(dir)?;
-        let offsets_sync = store.sync_handle()?;
+        let offsets_sync = store.sync_handle();
         Ok(Coordinator {
             offsets_sync,
             offsets_dirty: AtomicBool::new(false),
@@ -170,6 +174,8 @@ impl Coordinator {
             started: Instant::now(),
             member_seq: AtomicU64::new(1),
             incarnation: now_ms() as u64,
+            #[cfg(test)]
+            compaction_pause: Mutex::new(None),
         })
     }
 
@@ -209,11 +215,23 @@ impl Coordinator {
     }
 
     /// Compacts the offsets log if it is due, from the state with the latest
-    /// change applied: a snapshot taken before would miss that change, and
-    /// the compaction empties the log that holds it.
-    fn compact_if_due(inner: &mut Inner) {
-        let Inner { groups, store, .. } = inner;
-        store.compact_if_due(groups);
+    /// change applied (a snapshot taken before would miss that change, and
+    /// the compaction retires the log that holds it). Releases `inner`: the
+    /// snapshot is written to disk without the lock, so other group calls
+    /// go on meanwhile, and the lock is taken again briefly to record the end.
+    fn compact_if_due(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        let Inner { groups, store, .. } = &mut *inner;
+        let Some(job) = store.begin_compaction(groups) else {
+            return;
+        };
+        drop(inner);
+        #[cfg(test)]
+        if let Some((started, go)) = self.compaction_pause.lock().expect("pause").take() {
+            started.send(()).expect("the test waits");
+            go.recv().expect("the test lets it go on");
+        }
+        let result = job.run();
+        self.lock().store.finish_compaction(&result);
     }
 
     /// Flushes the offsets log (called by the background flusher and on
@@ -536,7 +554,7 @@ impl Broker {
                 g.commit((topic, partition), committed);
             }
         }
-        Coordinator::compact_if_due(&mut inner);
+        self.coordinator.compact_if_due(inner);
         Ok(())
     }
 
@@ -601,7 +619,7 @@ impl Broker {
             }],
         )?;
         inner.groups.remove(group);
-        Coordinator::compact_if_due(&mut inner);
+        self.coordinator.compact_if_due(inner);
         tracing::info!(group, "deleted group");
         Ok(())
     }
@@ -759,7 +777,7 @@ impl Broker {
         );
         let ids: Vec<String> = g.members.keys().cloned().collect();
         wake(&inner.streams, ids.iter());
-        Coordinator::compact_if_due(&mut inner);
+        self.coordinator.compact_if_due(inner);
         tracing::info!(group, topic, ?to, "reset committed offsets");
         Ok(positions)
     }
@@ -801,7 +819,7 @@ impl Broker {
                 tracing::info!(group = %name, "deleted an empty group past its offsets retention");
             }
         }
-        Coordinator::compact_if_due(&mut inner);
+        c.compact_if_due(inner);
     }
 
     /// Recomputes every group's assignment after topics changed.
@@ -825,7 +843,7 @@ impl Broker {
         self.coordinator
             .persist(&mut inner, std::slice::from_ref(&record))?;
         offsets::apply(&mut inner.groups, record);
-        Coordinator::compact_if_due(&mut inner);
+        self.coordinator.compact_if_due(inner);
         tracing::info!(topic, "forgot the deleted topic's committed offsets");
         Ok(())
     }
@@ -934,6 +952,50 @@ mod tests {
             .commit_offsets("g", "", 0, vec![commit("n")])
             .unwrap();
         assert!(broker.coordinator.offsets_dirty.load(Ordering::Acquire));
+    }
+
+    /// The snapshot of a compaction is written without the coordinator's
+    /// lock: group calls go on while it is on its way to the disk, and
+    /// what they change survives a restart beside the compacted state.
+    #[test]
+    fn compaction_writes_its_snapshot_without_the_coordinator_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_with_topic(dir.path(), |_| {});
+        broker
+            .commit_offsets("a", "", 0, vec![commit("a1")])
+            .unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        *broker.coordinator.compaction_pause.lock().unwrap() = Some((started_tx, go_rx));
+        broker.coordinator.lock().store.set_compact_at(1);
+        let compacting = {
+            let broker = broker.clone();
+            std::thread::spawn(move || broker.commit_offsets("a", "", 0, vec![commit("a2")]))
+        };
+        started
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the commit began a compaction");
+        // The compaction is paused before its snapshot: other calls go on.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = {
+            let broker = broker.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(broker.commit_offsets("b", "", 0, vec![commit("b1")]));
+            })
+        };
+        let committed = rx.recv_timeout(std::time::Duration::from_secs(20));
+        go.send(()).unwrap();
+        other.join().unwrap();
+        compacting.join().unwrap().unwrap();
+        committed
+            .expect("the commit waited for the compaction's disk work")
+            .unwrap();
+        assert!(!dir.path().join("groups/offsets.log.old").exists());
+        broker.close().unwrap();
+        drop(broker);
+        let broker = open(dir.path(), |_| {});
+        assert_eq!(committed_metadata(&broker, "a").as_deref(), Some("a2"));
+        assert_eq!(committed_metadata(&broker, "b").as_deref(), Some("b1"));
     }
 
     /// The change that makes the offsets log due for compaction must be in

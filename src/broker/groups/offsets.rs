@@ -27,15 +27,31 @@
 //!
 //! # Compaction
 //!
-//! When the log passes [`COMPACT_BYTES`], the full state is written to the
-//! snapshot (temp file, fsync, rename, fsync dir) and the log is emptied.
-//! Replaying the old log over the new snapshot gives the same state (commits
-//! are replayed in order), so a crash between the two steps is harmless.
+//! When the log passes [`COMPACT_BYTES`], it is compacted in two steps, so
+//! group calls do not wait for the disk:
+//!
+//! 1. Under the coordinator's lock ([`OffsetStore::begin_compaction`]): the
+//!    state is encoded in memory, `offsets.log` is renamed to
+//!    `offsets.log.old`, and later appends go to a new, empty `offsets.log`.
+//! 2. Without the lock ([`Compaction::run`]): the encoded state is written
+//!    as the snapshot (temp file, fsync, rename, fsync dir), then
+//!    `offsets.log.old` is deleted.
+//!
+//! Start-up replays the snapshot, then `offsets.log.old` if it exists, then
+//! `offsets.log`. A crash after step 1 leaves the old snapshot plus the old
+//! log (the state when the compaction began) plus the new log; a crash in
+//! step 2 may also leave the new snapshot beside the old log, and replaying
+//! the old log over the snapshot that holds it changes nothing (every
+//! record sets or removes keys, so the last record touching a key decides
+//! it). Start-up then finishes the compaction. The log is never rewritten
+//! in place: a torn rewrite could leave stale records after its end.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::state::{Committed, GroupState};
 use crate::broker::error::{BrokerError, Result};
@@ -234,6 +250,14 @@ pub fn apply(groups: &mut BTreeMap<String, GroupState>, record: OffsetRecord) {
     }
 }
 
+/// Name of the append-only log in the store's directory.
+const LOG_NAME: &str = "offsets.log";
+/// Name the log is renamed to when a compaction starts; it is deleted once
+/// the snapshot that holds its records is durable.
+const OLD_LOG_NAME: &str = "offsets.log.old";
+/// Name of the snapshot in the store's directory.
+const SNAPSHOT_NAME: &str = "snapshot";
+
 /// The on-disk store of committed offsets.
 #[derive(Debug)]
 pub struct OffsetStore {
@@ -247,10 +271,71 @@ pub struct OffsetStore {
     /// nothing more is appended (every commit fails) until a restart, whose
     /// replay cuts the tail at the last whole record.
     fenced: bool,
+    /// `offsets.log.old` exists: its records may not be in the snapshot yet,
+    /// so the log must not be renamed over it.
+    old_log: bool,
+    /// A compaction was started and has not finished.
+    compacting: bool,
+    /// What the flusher syncs; follows the log across compactions.
+    sync: Arc<SyncTarget>,
+}
+
+/// The work of a compaction that runs without the coordinator's lock: the
+/// snapshot of the state when it started, to be written durably, and then
+/// the old log to delete. Made by [`OffsetStore::begin_compaction`]; hand
+/// its result to [`OffsetStore::finish_compaction`].
+#[derive(Debug)]
+#[must_use = "a compaction that is begun must be run and finished"]
+pub struct Compaction {
+    dir: PathBuf,
+    snapshot: Vec<u8>,
+}
+
+impl Compaction {
+    /// Writes the snapshot (temp file, fsync, rename, directory fsync), then
+    /// deletes `offsets.log.old`, whose records it holds. Blocking I/O:
+    /// milliseconds to seconds on a slow disk.
+    ///
+    /// # Errors
+    /// The snapshot could not be written or the old log deleted; nothing is
+    /// lost (the old snapshot and the old log still hold the state).
+    pub fn run(&self) -> Result<()> {
+        self.write_snapshot()?;
+        self.remove_old_log()
+    }
+
+    /// Step one of [`Compaction::run`]: the snapshot, durably.
+    fn write_snapshot(&self) -> Result<()> {
+        let snapshot = self.dir.join(SNAPSHOT_NAME);
+        fs::write_atomic(&snapshot, &self.snapshot).map_err(|e| BrokerError::Metadata {
+            path: snapshot,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Step two of [`Compaction::run`]: the old log goes, durably.
+    fn remove_old_log(&self) -> Result<()> {
+        let old = self.dir.join(OLD_LOG_NAME);
+        match std::fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BrokerError::Metadata {
+                    path: old,
+                    reason: e.to_string(),
+                })
+            }
+        }
+        fs::sync_dir(&self.dir).map_err(|e| BrokerError::Metadata {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        })
+    }
 }
 
 impl OffsetStore {
-    /// Opens `dir` (creating it), loading the snapshot and replaying the log.
+    /// Opens `dir` (creating it), loading the snapshot and replaying the
+    /// old log (if a compaction was interrupted) and the log.
     pub fn open(dir: &Path) -> Result<(OffsetStore, BTreeMap<String, GroupState>)> {
         let meta_err = |path: &Path, reason: String| BrokerError::Metadata {
             path: path.to_path_buf(),
@@ -258,7 +343,7 @@ impl OffsetStore {
         };
         std::fs::create_dir_all(dir).map_err(|e| meta_err(dir, e.to_string()))?;
         let mut groups = BTreeMap::new();
-        let snapshot = dir.join("snapshot");
+        let snapshot = dir.join(SNAPSHOT_NAME);
         if let Ok(bytes) = std::fs::read(&snapshot) {
             let (_, bad) = replay(&bytes, &mut groups);
             if let Some(reason) = bad {
@@ -270,7 +355,25 @@ impl OffsetStore {
                 ));
             }
         }
-        let log_path = dir.join("offsets.log");
+        // A compaction stopped before its snapshot replaced the old one (or
+        // before the old log was deleted: replaying it over the snapshot
+        // that holds it changes nothing, every record sets or removes keys).
+        let old_path = dir.join(OLD_LOG_NAME);
+        let old_log = match std::fs::read(&old_path) {
+            Ok(bytes) => {
+                let (good, bad) = replay(&bytes, &mut groups);
+                if let Some(reason) = bad {
+                    // It was renamed after a whole-record append, so damage
+                    // is not a torn write; keep what is whole and say so.
+                    tracing::warn!(path = %old_path.display(), ignored_bytes = bytes.len() - good,
+                        reason, "damaged record in the old group offsets log; replayed up to it");
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(meta_err(&old_path, e.to_string())),
+        };
+        let log_path = dir.join(LOG_NAME);
         let bytes = std::fs::read(&log_path).unwrap_or_default();
         let (good, bad) = replay(&bytes, &mut groups);
         let log = OpenOptions::new()
@@ -285,16 +388,33 @@ impl OffsetStore {
                 .map_err(|e| meta_err(&log_path, e.to_string()))?;
         }
         fs::sync_dir(dir).map_err(|e| meta_err(dir, e.to_string()))?;
-        Ok((
-            OffsetStore {
-                dir: dir.to_path_buf(),
-                log,
-                log_bytes: good as u64,
-                compact_at: COMPACT_BYTES,
-                fenced: false,
-            },
-            groups,
-        ))
+        let sync = Arc::new(SyncTarget {
+            file: Mutex::new(Arc::new(
+                log.try_clone()
+                    .map_err(|e| meta_err(&log_path, e.to_string()))?,
+            )),
+            dir_dirty: AtomicBool::new(false),
+            dir: dir.to_path_buf(),
+        });
+        let mut store = OffsetStore {
+            dir: dir.to_path_buf(),
+            log,
+            log_bytes: good as u64,
+            compact_at: COMPACT_BYTES,
+            fenced: false,
+            old_log,
+            compacting: false,
+            sync,
+        };
+        if old_log {
+            // Finish the interrupted compaction now, so the next one can
+            // rename the log again. If it cannot, the broker still starts
+            // (nothing is lost); the next compaction tries again.
+            let job = store.snapshot_job(&groups);
+            let result = job.run();
+            store.finish_compaction(&result);
+        }
+        Ok((store, groups))
     }
 
     /// Appends records (one `write`), so they survive a process crash.
@@ -315,7 +435,7 @@ impl OffsetStore {
         records: &[OffsetRecord],
         write: impl FnOnce(&mut File, &[u8]) -> std::io::Result<()>,
     ) -> Result<()> {
-        let log_path = || self.dir.join("offsets.log");
+        let log_path = || self.dir.join(LOG_NAME);
         if self.fenced {
             return Err(BrokerError::Metadata {
                 path: log_path(),
@@ -357,29 +477,77 @@ impl OffsetStore {
         self.log_bytes == 0
     }
 
-    /// Whether the log is due for compaction.
-    fn needs_compaction(&self) -> bool {
-        self.log_bytes >= self.compact_at
-    }
-
-    /// Compacts if due (call it after the latest records were applied to
-    /// `groups`, so the snapshot holds them). A failure loses nothing (the
-    /// snapshot is replaced atomically before the log is emptied): it is
-    /// logged and tried again once the log has grown another
+    /// Starts a compaction if one is due and none is running (call it
+    /// after the latest records were applied to `groups`, so the snapshot
+    /// holds them). Cheap, for use under the coordinator's lock: it encodes
+    /// the state and renames the log to `offsets.log.old`, so later appends
+    /// go to a new, empty log. Run the returned [`Compaction`] without the
+    /// lock, then pass its result to [`OffsetStore::finish_compaction`].
+    ///
+    /// If the rename fails, nothing changed: the failure is logged and
+    /// compaction is tried again once the log has grown another
     /// [`COMPACT_RETRY_BYTES`].
-    pub fn compact_if_due(&mut self, groups: &BTreeMap<String, GroupState>) {
-        if !self.needs_compaction() {
-            return;
+    pub fn begin_compaction(
+        &mut self,
+        groups: &BTreeMap<String, GroupState>,
+    ) -> Option<Compaction> {
+        if self.log_bytes < self.compact_at || self.compacting || self.fenced {
+            return None;
         }
-        if let Err(e) = self.compact(groups) {
-            tracing::warn!(error = %e, "cannot compact the group offsets log; will retry");
-            self.compact_at = self.log_bytes + COMPACT_RETRY_BYTES;
+        if !self.old_log {
+            if let Err(e) = self.rotate() {
+                tracing::warn!(error = %e, "cannot start compacting the group offsets log; will retry");
+                self.compact_at = self.log_bytes + COMPACT_RETRY_BYTES;
+                return None;
+            }
+        }
+        // With an old log left by a compaction that failed, the log is not
+        // renamed (that would replace the old log); the snapshot holds both
+        // and the old log goes. The log is emptied by the next compaction.
+        Some(self.snapshot_job(groups))
+    }
+
+    /// Records the end of a compaction, successful or not (a failure is
+    /// logged and tried again once the log has grown another
+    /// [`COMPACT_RETRY_BYTES`]; it loses nothing).
+    pub fn finish_compaction(&mut self, result: &Result<()>) {
+        self.compacting = false;
+        match result {
+            Ok(()) => {
+                self.old_log = false;
+                // After a retry the log was not emptied: if it is already
+                // this big, the next append starts a compaction at once.
+                self.compact_at = COMPACT_BYTES;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot compact the group offsets log; will retry");
+                self.compact_at = self.log_bytes + COMPACT_RETRY_BYTES;
+            }
         }
     }
 
-    /// Writes the full state as the snapshot, then empties the log.
+    /// Compacts now, whether due or not: begins, runs and finishes a
+    /// compaction in one call (tests).
+    ///
+    /// # Errors
+    /// The log could not be renamed or the snapshot written.
+    #[cfg(test)]
     pub fn compact(&mut self, groups: &BTreeMap<String, GroupState>) -> Result<()> {
-        let mut buf = Vec::new();
+        self.compact_at = 0;
+        let Some(job) = self.begin_compaction(groups) else {
+            return Err(BrokerError::Metadata {
+                path: self.dir.join(LOG_NAME),
+                reason: "the log could not be renamed for compaction".into(),
+            });
+        };
+        let result = job.run();
+        self.finish_compaction(&result);
+        result
+    }
+
+    /// The snapshot of `groups` as a compaction to run, marking one running.
+    fn snapshot_job(&mut self, groups: &BTreeMap<String, GroupState>) -> Compaction {
+        let mut snapshot = Vec::new();
         for g in groups.values() {
             for ((topic, partition), c) in &g.committed {
                 OffsetRecord::Commit {
@@ -388,62 +556,104 @@ impl OffsetStore {
                     partition: *partition,
                     committed: c.clone(),
                 }
-                .encode(&mut buf);
+                .encode(&mut snapshot);
             }
         }
-        let snapshot = self.dir.join("snapshot");
-        fs::write_atomic(&snapshot, &buf).map_err(|e| BrokerError::Metadata {
-            path: snapshot,
+        self.compacting = true;
+        Compaction {
+            dir: self.dir.clone(),
+            snapshot,
+        }
+    }
+
+    /// Renames the log to `offsets.log.old` and appends to a new, empty
+    /// log from here on. The flusher follows the new log, and syncs the
+    /// directory (making the new name durable) on its next pass.
+    fn rotate(&mut self) -> Result<()> {
+        let log_path = self.dir.join(LOG_NAME);
+        let old_path = self.dir.join(OLD_LOG_NAME);
+        let err = |path: &Path, e: std::io::Error| BrokerError::Metadata {
+            path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
-        let log_path = self.dir.join("offsets.log");
-        self.log
-            .set_len(0)
-            .and_then(|()| self.log.sync_all())
-            .map_err(|e| BrokerError::Metadata {
-                path: log_path,
-                reason: e.to_string(),
-            })?;
+        };
+        std::fs::rename(&log_path, &old_path).map_err(|e| err(&log_path, e))?;
+        let opened = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .and_then(|log| Ok((log.try_clone()?, log)));
+        let (for_sync, log) = match opened {
+            Ok(files) => files,
+            Err(e) => {
+                // Put the log back so appends go on where they were.
+                if let Err(back) = std::fs::rename(&old_path, &log_path) {
+                    tracing::error!(path = %log_path.display(), error = %back,
+                        "cannot rename the group offsets log back after a failed compaction; refusing commits until restart");
+                    self.fenced = true;
+                }
+                return Err(err(&log_path, e));
+            }
+        };
+        self.log = log;
         self.log_bytes = 0;
-        self.compact_at = COMPACT_BYTES;
+        self.old_log = true;
+        *self.sync.file.lock().expect("offsets sync lock poisoned") = Arc::new(for_sync);
+        self.sync.dir_dirty.store(true, Ordering::Release);
         Ok(())
     }
 
     /// A handle that flushes this log without access to the store, so the
     /// coordinator's lock need not be held across an `fdatasync` (which can
     /// take milliseconds to seconds and would stall every group call).
-    ///
-    /// # Errors
-    /// The log's descriptor could not be duplicated.
-    pub fn sync_handle(&self) -> Result<OffsetSync> {
-        let path = self.dir.join("offsets.log");
-        let file = self.log.try_clone().map_err(|e| BrokerError::Metadata {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(OffsetSync { file, path })
+    pub fn sync_handle(&self) -> OffsetSync {
+        OffsetSync {
+            target: Arc::clone(&self.sync),
+            path: self.dir.join(LOG_NAME),
+        }
     }
 }
 
-/// Flushes the offsets log through its own descriptor of the same open
-/// file (see [`OffsetStore::sync_handle`]); compaction truncates that file
-/// in place, so the handle stays valid for the store's life.
+/// The file the flusher syncs, shared by the store and its [`OffsetSync`]
+/// handles: a compaction swaps in the new log.
+#[derive(Debug)]
+struct SyncTarget {
+    /// A descriptor of the current log (held only to clone the `Arc`).
+    file: Mutex<Arc<File>>,
+    /// The log was replaced: the directory needs an fsync too.
+    dir_dirty: AtomicBool,
+    dir: PathBuf,
+}
+
+/// Flushes the offsets log (whichever file it is after compactions, see
+/// [`OffsetStore::sync_handle`]) without access to the store.
 #[derive(Debug)]
 pub struct OffsetSync {
-    file: File,
+    target: Arc<SyncTarget>,
     path: PathBuf,
 }
 
 impl OffsetSync {
-    /// `fdatasync` of the offsets log.
+    /// `fdatasync` of the offsets log, and of its directory when a
+    /// compaction has put a new log in place since the last call.
     ///
     /// # Errors
     /// The flush failed.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| BrokerError::Metadata {
+        let file = Arc::clone(&self.target.file.lock().expect("offsets sync lock poisoned"));
+        file.sync_data().map_err(|e| BrokerError::Metadata {
             path: self.path.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        if self.target.dir_dirty.swap(false, Ordering::AcqRel) {
+            fs::sync_dir(&self.target.dir).map_err(|e| {
+                self.target.dir_dirty.store(true, Ordering::Release);
+                BrokerError::Metadata {
+                    path: self.target.dir.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -585,6 +795,113 @@ mod tests {
         out
     }
 
+    /// Committed offsets by (group, topic, partition): what a restart must
+    /// give back (a group whose offsets were all forgotten is not kept).
+    fn committed_view(groups: &BTreeMap<String, GroupState>) -> Vec<String> {
+        groups
+            .values()
+            .flat_map(|g| {
+                g.committed
+                    .iter()
+                    .map(move |((t, p), c)| format!("{}/{t}/{p}={c:?}", g.name))
+            })
+            .collect()
+    }
+
+    /// One step against a store in [`compaction_steps_and_crashes_lose_nothing`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        Append(Vec<OffsetRecord>),
+        /// Start a compaction (made due first).
+        Begin,
+        /// Write the running compaction's snapshot but not delete the old log.
+        WriteSnapshot,
+        /// Run the rest of the compaction and finish it.
+        Finish,
+        /// The compaction's disk work failed.
+        Fail,
+        /// `kill -9` and restart: the running compaction is abandoned.
+        Crash,
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => proptest::collection::vec(arb_record(), 1..4).prop_map(Step::Append),
+            2 => Just(Step::Begin),
+            1 => Just(Step::WriteSnapshot),
+            2 => Just(Step::Finish),
+            1 => Just(Step::Fail),
+            2 => Just(Step::Crash),
+        ]
+    }
+
+    #[test]
+    fn an_interrupted_compaction_is_finished_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+        let mut groups = BTreeMap::new();
+        for r in [commit("g", 0, 5), commit("g", 1, 9)] {
+            store.append(std::slice::from_ref(&r)).unwrap();
+            apply(&mut groups, r);
+        }
+        store.set_compact_at(1);
+        let job = store.begin_compaction(&groups).expect("due");
+        assert!(store.log_is_empty());
+        assert!(dir.path().join(OLD_LOG_NAME).exists());
+        // A second one does not start while this one runs.
+        store.set_compact_at(0);
+        assert!(store.begin_compaction(&groups).is_none());
+        // Commits go on to the new log; then the process dies.
+        store.append(&[commit("g", 0, 6)]).unwrap();
+        drop(job);
+        drop(store);
+        let (_, groups) = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 6);
+        assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 9);
+        assert!(
+            !dir.path().join(OLD_LOG_NAME).exists(),
+            "start-up finishes it"
+        );
+        let snapshot = std::fs::read(dir.path().join(SNAPSHOT_NAME)).unwrap();
+        let mut from_snapshot = BTreeMap::new();
+        assert_eq!(replay(&snapshot, &mut from_snapshot).1, None);
+        assert_eq!(committed_view(&from_snapshot), committed_view(&groups));
+    }
+
+    #[test]
+    fn a_failed_snapshot_keeps_the_old_log_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+        let mut groups = BTreeMap::new();
+        for r in [commit("g", 0, 5), commit("h", 0, 1)] {
+            store.append(std::slice::from_ref(&r)).unwrap();
+            apply(&mut groups, r);
+        }
+        // A directory where the snapshot goes: the rename onto it fails.
+        let snapshot = dir.path().join(SNAPSHOT_NAME);
+        std::fs::create_dir(&snapshot).unwrap();
+        std::fs::write(snapshot.join("x"), b"x").unwrap();
+        let err = store.compact(&groups).unwrap_err();
+        assert!(err.to_string().contains("snapshot"), "{err}");
+        let old = std::fs::read(dir.path().join(OLD_LOG_NAME)).unwrap();
+        // The next one does not rename the log over the old one.
+        let r = commit("g", 0, 7);
+        store.append(std::slice::from_ref(&r)).unwrap();
+        apply(&mut groups, r);
+        store.set_compact_at(0);
+        let job = store.begin_compaction(&groups).expect("due");
+        assert_eq!(std::fs::read(dir.path().join(OLD_LOG_NAME)).unwrap(), old);
+        assert!(!store.log_is_empty());
+        std::fs::remove_dir_all(&snapshot).unwrap();
+        let result = job.run();
+        store.finish_compaction(&result);
+        result.unwrap();
+        assert!(!dir.path().join(OLD_LOG_NAME).exists());
+        drop(store);
+        let (_, reopened) = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(committed_view(&reopened), committed_view(&groups));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -699,6 +1016,62 @@ mod tests {
             let (back, len) = OffsetRecord::decode(&buf).unwrap().unwrap();
             prop_assert_eq!(back, r);
             prop_assert_eq!(len, buf.len());
+        }
+
+        /// Any interleaving of commits, compaction steps (begun, snapshot
+        /// written, finished, failed) and crashes: every restart gives back
+        /// exactly the committed offsets the records set.
+        #[test]
+        fn compaction_steps_and_crashes_lose_nothing(
+            steps in proptest::collection::vec(arb_step(), 1..40),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+            let mut model = BTreeMap::new();
+            let mut job: Option<Compaction> = None;
+            for step in steps.into_iter().chain([Step::Crash]) {
+                match step {
+                    Step::Append(records) => {
+                        store.append(&records).unwrap();
+                        for r in records {
+                            apply(&mut model, r);
+                        }
+                    }
+                    Step::Begin => {
+                        store.set_compact_at(0);
+                        let begun = store.begin_compaction(&model);
+                        prop_assert_eq!(begun.is_some(), job.is_none());
+                        job = job.or(begun);
+                    }
+                    Step::WriteSnapshot => {
+                        if let Some(j) = &job {
+                            j.write_snapshot().unwrap();
+                        }
+                    }
+                    Step::Finish => {
+                        if let Some(j) = job.take() {
+                            let result = j.run();
+                            prop_assert!(result.is_ok());
+                            store.finish_compaction(&result);
+                        }
+                    }
+                    Step::Fail => {
+                        if job.take().is_some() {
+                            store.finish_compaction(&Err(BrokerError::FailedPrecondition(
+                                "injected".into(),
+                            )));
+                        }
+                    }
+                    Step::Crash => {
+                        job = None;
+                        drop(store);
+                        let (reopened, groups) = OffsetStore::open(dir.path()).unwrap();
+                        prop_assert_eq!(committed_view(&groups), committed_view(&model));
+                        prop_assert!(!dir.path().join(OLD_LOG_NAME).exists());
+                        store = reopened;
+                    }
+                }
+            }
         }
     }
 }
