@@ -3,7 +3,10 @@
 //! Reads every segment of every partition with ordinary `read(2)` calls (not
 //! through a map, so a media error comes back as an error instead of a
 //! `SIGBUS`), checks every frame's header, CRC and offset chain, and reports
-//! damaged ranges and torn tails. It takes the data directory's lock, so it
+//! damaged ranges and torn tails. It also checks the CRC of every topic
+//! metadata file (`meta/topics/*.toml`) and every record of the group
+//! offsets files (`groups/snapshot`, `groups/offsets.log.old`,
+//! `groups/offsets.log`). It takes the data directory's lock, so it
 //! refuses to run while a broker uses the directory.
 
 use std::fmt;
@@ -46,6 +49,21 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A damaged topic metadata or group offsets file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong, and what the next start does about it.
+    pub what: String,
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.what)
+    }
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -59,8 +77,28 @@ pub struct Report {
     pub records: u64,
     /// Bytes of valid batches.
     pub bytes: u64,
-    /// Everything that is wrong.
+    /// Everything that is wrong in the segments.
     pub problems: Vec<Problem>,
+    /// Topic metadata files checked.
+    pub metadata_files: u64,
+    /// Group offsets files checked.
+    pub offsets_files: u64,
+    /// Valid records in them.
+    pub offsets_records: u64,
+    /// Everything that is wrong in metadata and group offsets files.
+    pub file_problems: Vec<FileProblem>,
+}
+
+impl Report {
+    /// Whether anything is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.file_problems.is_empty()
+    }
+
+    /// How many problems were found.
+    pub fn problem_count(&self) -> usize {
+        self.problems.len() + self.file_problems.len()
+    }
 }
 
 /// Why verification could not run.
@@ -120,7 +158,78 @@ pub fn verify(data_dir: &Path) -> Result<Report, VerifyError> {
             verify_partition(&partition, &mut report)?;
         }
     }
+    verify_topic_metadata(data_dir, &mut report)?;
+    verify_group_offsets(&data_dir.join("groups"), &mut report)?;
     Ok(report)
+}
+
+/// Checks every `meta/topics/<topic>.toml`: its CRC, its fields, and that
+/// it names the topic of its file name (the broker refuses to start
+/// otherwise).
+fn verify_topic_metadata(data_dir: &Path, report: &mut Report) -> Result<(), VerifyError> {
+    let dir = crate::broker::metadata::meta_dir(data_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io(&dir))?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    for path in files {
+        report.metadata_files += 1;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let problem = match String::from_utf8(bytes) {
+            Err(_) => Some("not UTF-8 text".to_string()),
+            Ok(text) => match crate::broker::metadata::decode(&text) {
+                Err(reason) => Some(reason),
+                Ok(meta) => {
+                    let file_topic = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                    (file_topic.as_deref() != Some(meta.name.as_str()))
+                        .then(|| format!("the file names topic '{}'", meta.name))
+                }
+            },
+        };
+        if let Some(reason) = problem {
+            report.file_problems.push(FileProblem {
+                file: path,
+                what: format!("topic metadata fails its check ({reason}); the broker refuses to start until it is repaired"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every record of the group offsets files.
+fn verify_group_offsets(dir: &Path, report: &mut Report) -> Result<(), VerifyError> {
+    use crate::broker::groups::offsets;
+    for (path, consequence) in offsets::files(dir) {
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        report.offsets_files += 1;
+        let check = offsets::check_file(&bytes);
+        report.offsets_records += check.records;
+        if let Some(reason) = check.problem {
+            report.file_problems.push(FileProblem {
+                file: path,
+                what: format!(
+                    "{} bytes after record {} (byte {}) are not a valid record ({reason}); {consequence}",
+                    bytes.len() - check.valid_bytes,
+                    check.records,
+                    check.valid_bytes,
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
@@ -301,5 +410,74 @@ mod tests {
             verify(data.path()),
             Err(VerifyError::Locked { .. })
         ));
+    }
+
+    #[test]
+    fn checks_topic_metadata_and_group_offsets_files() {
+        use crate::broker::groups::offsets::{OffsetRecord, OffsetStore};
+        use crate::broker::metadata::{self, TopicMeta, METADATA_VERSION};
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join("topics")).unwrap();
+        std::fs::create_dir_all(metadata::meta_dir(data.path())).unwrap();
+        for name in ["a", "b"] {
+            let meta = TopicMeta {
+                version: METADATA_VERSION,
+                name: name.into(),
+                partitions: 1,
+                created_ms: 1,
+                overrides: Default::default(),
+            };
+            metadata::store(data.path(), &meta).unwrap();
+        }
+        {
+            let (mut store, _) = OffsetStore::open(&data.path().join("groups")).unwrap();
+            for offset in 0..3 {
+                store
+                    .append(&[OffsetRecord::Commit {
+                        group: "g".into(),
+                        topic: "a".into(),
+                        partition: 0,
+                        committed: crate::broker::groups::state::Committed {
+                            offset,
+                            metadata: String::new(),
+                            commit_time_ms: 1,
+                        },
+                    }])
+                    .unwrap();
+            }
+        }
+        let clean = verify(data.path()).unwrap();
+        assert!(clean.is_clean(), "{:?}", clean.file_problems);
+        assert_eq!(
+            (
+                clean.metadata_files,
+                clean.offsets_files,
+                clean.offsets_records
+            ),
+            (2, 1, 3)
+        );
+        // One flipped byte in a metadata file, one in the second commit.
+        let flip = |path: &Path, at: usize| {
+            let mut bytes = std::fs::read(path).unwrap();
+            bytes[at] ^= 1;
+            std::fs::write(path, bytes).unwrap();
+        };
+        let toml = metadata::meta_dir(data.path()).join("b.toml");
+        flip(&toml, 3);
+        let log = data.path().join("groups/offsets.log");
+        let record = std::fs::metadata(&log).unwrap().len() as usize / 3;
+        flip(&log, record + 12);
+        let damaged = verify(data.path()).unwrap();
+        assert_eq!(damaged.problem_count(), 2, "{:?}", damaged.file_problems);
+        assert_eq!(damaged.file_problems[0].file, toml);
+        assert!(damaged.file_problems[0].what.contains("refuses to start"));
+        assert_eq!(damaged.file_problems[1].file, log);
+        let what = &damaged.file_problems[1].what;
+        assert!(
+            what.contains(&format!("after record 1 (byte {record})"))
+                && what.contains("cuts the log"),
+            "{what}"
+        );
+        assert_eq!(damaged.offsets_records, 1);
     }
 }

@@ -1,4 +1,5 @@
-//! `strata verify DATA_DIR`: check every stored batch offline.
+//! `strata verify DATA_DIR`: check every stored batch, topic metadata file
+//! and group offsets record offline.
 
 use std::path::PathBuf;
 
@@ -23,12 +24,12 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Verify(e.to_string()))?
         .map_err(|e| CliError::Verify(e.to_string()))?;
     print_stdout(&render(&report))?;
-    if report.problems.is_empty() {
+    if report.is_clean() {
         Ok(())
     } else {
         Err(CliError::Verify(format!(
             "{} problem(s) found in {}",
-            report.problems.len(),
+            report.problem_count(),
             args.data_dir.display()
         )))
     }
@@ -40,11 +41,18 @@ pub fn render(report: &Report) -> String {
         "checked {} partitions, {} segments: {} batches, {} records, {} bytes\n",
         report.partitions, report.segments, report.batches, report.records, report.bytes
     );
+    out.push_str(&format!(
+        "checked {} topic metadata files, {} group offsets files: {} records\n",
+        report.metadata_files, report.offsets_files, report.offsets_records
+    ));
     for p in &report.problems {
         out.push_str(&format!("PROBLEM {p}\n"));
     }
-    if report.problems.is_empty() {
-        out.push_str("no problems found: every batch passed its CRC check\n");
+    for p in &report.file_problems {
+        out.push_str(&format!("PROBLEM {p}\n"));
+    }
+    if report.is_clean() {
+        out.push_str("no problems found: every batch, metadata file and offsets record passed its CRC check\n");
     }
     out
 }

@@ -657,6 +657,67 @@ impl OffsetSync {
     }
 }
 
+/// What a check of one offsets file (the log, the old log or the
+/// snapshot) found, without applying it: see [`check_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileCheck {
+    /// Whole, valid records from the start.
+    pub records: u64,
+    /// Bytes they take: where the first problem is, if any.
+    pub valid_bytes: usize,
+    /// Why the bytes after them are not a valid record, if there are any.
+    pub problem: Option<&'static str>,
+}
+
+/// Checks every record of an offsets file's bytes (CRC, lengths, fields),
+/// the way start-up reads it (`strata verify`).
+pub fn check_file(bytes: &[u8]) -> FileCheck {
+    let mut at = 0;
+    let mut records = 0;
+    loop {
+        match OffsetRecord::decode(&bytes[at..]) {
+            Ok(Some((_, len))) => {
+                records += 1;
+                at += len;
+            }
+            Ok(None) => {
+                return FileCheck {
+                    records,
+                    valid_bytes: at,
+                    problem: None,
+                }
+            }
+            Err(reason) => {
+                return FileCheck {
+                    records,
+                    valid_bytes: at,
+                    problem: Some(reason),
+                }
+            }
+        }
+    }
+}
+
+/// The files of the store in `dir` that start-up reads, in replay order,
+/// with what a problem in each means for the next start.
+pub fn files(dir: &Path) -> [(PathBuf, &'static str); 3] {
+    [
+        (
+            dir.join(SNAPSHOT_NAME),
+            "the snapshot is written atomically, so this is damage, not a torn write: the broker \
+             refuses to start until it is repaired or removed (removing it loses the commits it holds)",
+        ),
+        (
+            dir.join(OLD_LOG_NAME),
+            "the next start replays the records before it and ignores the rest",
+        ),
+        (
+            dir.join(LOG_NAME),
+            "the next start cuts the log here (a torn last write after a crash)",
+        ),
+    ]
+}
+
 /// Replays records into `groups`; returns the bytes of valid records and,
 /// if it stopped early, why.
 fn replay(
