@@ -2,7 +2,8 @@
 //! message a second while producers write at half the broker's measured
 //! maximum. The broker's heap must stay bounded by the per-stream buffers,
 //! and the producers' latency is reported against a baseline taken without
-//! the subscribers.
+//! the subscribers, and against windows of the same run in which the
+//! subscribers pause (10 s of every 60 s).
 //!
 //! Long; off by default:
 //! `STRATA_SLOW_SECS=600 cargo test --release --test it slow_subscribers -- --ignored --nocapture`
@@ -23,6 +24,10 @@ use crate::log_api::{create_topic, produce_req};
 
 /// `--default-fetch-bytes`: the most one subscription message carries.
 const FETCH_BYTES: u64 = 64 << 10;
+/// The subscribers pause the last [`PAUSE_SECS`] of every
+/// `PAUSE_EVERY_SECS`, for a baseline inside the run.
+const PAUSE_EVERY_SECS: u64 = 60;
+const PAUSE_SECS: u64 = 10;
 /// Connections the subscribers share.
 const CONNECTIONS: usize = 50;
 /// Producer tasks, each with one request in flight.
@@ -51,17 +56,20 @@ fn batch() -> Vec<Record> {
 /// Produces for `length` from [`PRODUCERS`] tasks: as fast as they can when
 /// `rate` is `None`, else at `rate` requests/s in all (on a fixed schedule,
 /// so a slow answer delays the next request rather than bunching them).
-/// Returns the requests made and their latencies in µs.
+/// Returns the requests made and their latencies in µs: those sent while
+/// `paused` was false, then those sent while it was true.
 async fn produce_for(
     b: &BrokerProcess,
     rate: Option<f64>,
     length: Duration,
-) -> (u64, Histogram<u64>) {
+    paused: Arc<AtomicBool>,
+) -> (u64, Histogram<u64>, Histogram<u64>) {
     let mut tasks = JoinSet::new();
     for _ in 0..PRODUCERS {
         let mut log = b.log().await;
+        let paused = paused.clone();
         tasks.spawn(async move {
-            let mut hist = latency_histogram();
+            let (mut active, mut quiet) = (latency_histogram(), latency_histogram());
             let records = batch();
             let start = tokio::time::Instant::now();
             let every = rate.map(|r| Duration::from_secs_f64(PRODUCERS as f64 / r));
@@ -71,33 +79,38 @@ async fn produce_for(
                     let due = start + every * sent as u32;
                     tokio::time::sleep_until(due).await;
                 }
+                let in_pause = paused.load(Ordering::Relaxed);
                 let t = Instant::now();
                 log.produce(produce_req("slow", Some(0), records.clone()))
                     .await
                     .expect("produce while subscribers lag");
+                let hist = if in_pause { &mut quiet } else { &mut active };
                 hist.saturating_record(t.elapsed().as_micros() as u64);
                 sent += 1;
             }
-            (sent, hist)
+            (sent, active, quiet)
         });
     }
-    let mut all = latency_histogram();
+    let (mut active, mut quiet) = (latency_histogram(), latency_histogram());
     let mut requests = 0;
     while let Some(done) = tasks.join_next().await {
-        let (sent, hist) = done.expect("producer task");
+        let (sent, a, q) = done.expect("producer task");
         requests += sent;
-        all.add(hist).unwrap();
+        active.add(a).unwrap();
+        quiet.add(q).unwrap();
     }
-    (requests, all)
+    (requests, active, quiet)
 }
 
 /// Opens `subscribers` streams from offset 0 over [`CONNECTIONS`]
 /// connections, says so on `ready`, and reads each at one message a second
-/// until `stop`. Returns the fewest messages any one of them read.
+/// until `stop`, skipping the seconds in which `paused` is set. Returns the
+/// fewest messages any one of them read.
 async fn run_subscribers(
     addr: String,
     subscribers: usize,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     messages: Arc<AtomicU64>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> u64 {
@@ -118,7 +131,7 @@ async fn run_subscribers(
             .await
             .expect("subscribe")
             .into_inner();
-        let (stop, messages) = (stop.clone(), messages.clone());
+        let (stop, paused, messages) = (stop.clone(), paused.clone(), messages.clone());
         // Each reads on its own one-second schedule, the phases spread evenly
         // over the second as independent clients' would be (all sleeping a
         // second after one shared start, they would all read in one burst).
@@ -126,8 +139,14 @@ async fn run_subscribers(
         readers.spawn(async move {
             let first = tokio::time::Instant::now() + phase;
             let mut read = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep_until(first + Duration::from_secs(read)).await;
+            for tick in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep_until(first + Duration::from_secs(tick)).await;
+                if paused.load(Ordering::Relaxed) {
+                    continue;
+                }
                 // A subscriber that caught up waits for the next append; once
                 // the producers are done there is none, so it stops waiting.
                 let next = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
@@ -154,6 +173,8 @@ struct CpuSample {
     at: Instant,
     machine: Option<MachineTimes>,
     broker_secs: Option<f64>,
+    /// This test process: the producers and the subscribers.
+    clients_secs: Option<f64>,
 }
 
 impl CpuSample {
@@ -162,17 +183,21 @@ impl CpuSample {
             at: Instant::now(),
             machine: MachineTimes::now(),
             broker_secs: process_cpu_secs(pid),
+            clients_secs: process_cpu_secs(std::process::id()),
         }
     }
 
-    /// Cores busy per wall second since `self`: the broker's and the whole
-    /// machine's (user + system; idle and steal beside).
+    /// Cores busy per wall second since `self`: the broker's, the test's
+    /// clients' and the whole machine's (user + system; idle and steal
+    /// beside).
     fn report(self, pid: u32) -> String {
         let wall = self.at.elapsed().as_secs_f64();
-        let broker = match (self.broker_secs, process_cpu_secs(pid)) {
+        let cores = |before: Option<f64>, after: Option<f64>| match (before, after) {
             (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall),
             _ => "?".into(),
         };
+        let broker = cores(self.broker_secs, process_cpu_secs(pid));
+        let clients = cores(self.clients_secs, process_cpu_secs(std::process::id()));
         let machine = match (self.machine, MachineTimes::now()) {
             (Some(a), Some(b)) => {
                 let d = b.since(&a);
@@ -185,8 +210,20 @@ impl CpuSample {
             }
             _ => "?".into(),
         };
-        format!("broker {broker}, machine {machine}")
+        format!("broker {broker}, clients {clients}, machine {machine}")
     }
+}
+
+/// Threads of a process, from `/proc/PID/status`.
+fn thread_count(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
@@ -218,10 +255,18 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
     create_topic(&b, "slow", 1).await;
 
     // The broker's maximum for this shape, then half of it.
-    let (flat_out, _) = produce_for(&b, None, Duration::from_secs(5)).await;
+    let never_paused = Arc::new(AtomicBool::new(false));
+    let (flat_out, _, _) =
+        produce_for(&b, None, Duration::from_secs(5), never_paused.clone()).await;
     let rate = flat_out as f64 / 5.0 / 2.0;
     let baseline_cpu = CpuSample::take(b.pid());
-    let (_, baseline) = produce_for(&b, Some(rate), Duration::from_secs(10)).await;
+    let (_, baseline, _) = produce_for(
+        &b,
+        Some(rate),
+        Duration::from_secs(10),
+        never_paused.clone(),
+    )
+    .await;
     let baseline_cpu = baseline_cpu.report(b.pid());
 
     // The subscribers, from offset 0, each taking one message a second, on
@@ -229,17 +274,35 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
     // so their decoding must not queue the producers' tasks behind it (the
     // two still share this machine's cores).
     let stop = Arc::new(AtomicBool::new(false));
+    // The last PAUSE_SECS of every PAUSE_EVERY_SECS the subscribers stop
+    // reading (their streams stay open): the producers' latency in those
+    // windows is a baseline taken in the same run, with the same log and
+    // page cache, which the one taken before the subscribers cannot be over
+    // ten minutes and tens of GB written.
+    let paused = Arc::new(AtomicBool::new(false));
     let messages = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let readers = {
-        let (addr, stop, messages) = (b.addr.clone(), stop.clone(), messages.clone());
+        let (addr, stop, paused, messages) = (
+            b.addr.clone(),
+            stop.clone(),
+            paused.clone(),
+            messages.clone(),
+        );
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()
                 .expect("subscriber runtime")
-                .block_on(run_subscribers(addr, subscribers, stop, messages, ready_tx))
+                .block_on(run_subscribers(
+                    addr,
+                    subscribers,
+                    stop,
+                    paused,
+                    messages,
+                    ready_tx,
+                ))
         })
     };
     ready_rx.await.expect("the subscribers started");
@@ -250,19 +313,38 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
         let stop = stop.clone();
         let pid = b.pid();
         tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let (mut samples, mut threads) = (Vec::new(), Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 samples.push(rss_anon_kib_of(pid));
+                threads.push(thread_count(pid));
             }
-            samples
+            (samples, threads)
+        })
+    };
+    let pauser = {
+        let (stop, paused) = (stop.clone(), paused.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for window in 1u64.. {
+                let pause_at = start + Duration::from_secs(window * PAUSE_EVERY_SECS - PAUSE_SECS);
+                tokio::time::sleep_until(pause_at).await;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                paused.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(PAUSE_SECS)).await;
+                paused.store(false, Ordering::Relaxed);
+            }
         })
     };
     let loaded_cpu = CpuSample::take(b.pid());
-    let (requests, loaded) = produce_for(&b, Some(rate), Duration::from_secs(secs)).await;
+    let (requests, loaded, in_run_baseline) =
+        produce_for(&b, Some(rate), Duration::from_secs(secs), paused.clone()).await;
     let loaded_cpu = loaded_cpu.report(b.pid());
     stop.store(true, Ordering::Relaxed);
-    let samples = heap_sampler.await.expect("sampler");
+    let (samples, threads) = heap_sampler.await.expect("sampler");
+    pauser.abort();
     let least_read = tokio::task::spawn_blocking(move || readers.join())
         .await
         .expect("join")
@@ -284,9 +366,11 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
          ({} messages in all, the slowest read {least_read}); producers at {rate:.0} requests/s \
          (half of the {:.0}/s measured flat out, {BATCH} × {VALUE_BYTES} B each), {requests} \
          requests; produce latency p50/p99/max: baseline {:.2}/{:.2}/{:.2} ms, with the \
-         subscribers {:.2}/{:.2}/{:.2} ms (p99 × {:.2}); broker heap {heap_before} → \
+         subscribers reading {:.2}/{:.2}/{:.2} ms (p99 × {:.2}), in the run's windows with the \
+         subscribers paused {:.2}/{:.2}/{:.2} ms (reading vs paused p99 × {:.2}); broker heap {heap_before} → \
          {heap_after} KiB (+{grown} KiB, bound {bound_kib} KiB), second half {mid} → {last} KiB \
-         ({drift:+.1} %), samples every 5 s: {samples:?}; cores busy: baseline {baseline_cpu}, \
+         ({drift:+.1} %), samples every 5 s: {samples:?}, the broker's threads then: \
+         {threads:?}; cores busy: baseline {baseline_cpu}, \
          with the subscribers {loaded_cpu}",
         messages.load(Ordering::Relaxed),
         flat_out as f64 / 5.0,
@@ -297,6 +381,10 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
         ms(&loaded, 0.99),
         ms(&loaded, 1.0),
         ms(&loaded, 0.99) / ms(&baseline, 0.99).max(0.001),
+        ms(&in_run_baseline, 0.5),
+        ms(&in_run_baseline, 0.99),
+        ms(&in_run_baseline, 1.0),
+        ms(&loaded, 0.99) / ms(&in_run_baseline, 0.99).max(0.001),
     );
     assert!(
         grown < bound_kib,
