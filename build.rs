@@ -7,7 +7,8 @@
 //!   as `crate::proto::v1`.
 //! - `server/strata.v1.rs`: the gRPC servers only. Every message type is taken
 //!   from `crate::proto::v1` (extern path), except the three messages that have
-//!   hand-written zero-copy server types in `crate::wire`.
+//!   hand-written zero-copy server types in `crate::wire`. The servers encode
+//!   with `crate::api::codec::ExactCodec`.
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .emit_rerun_if_changed(false)
         .out_dir(&server_dir)
+        // One allocation of the exact size per response (see `api::codec`).
+        .codec_path("crate::api::codec::ExactCodec")
         .extern_path(".strata.v1", "crate::proto::v1")
         .extern_path(
             ".strata.v1.ProduceRequest",

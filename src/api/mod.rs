@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod auth;
 pub mod budget;
+pub mod codec;
 pub mod connections;
 pub mod groups;
 pub mod limits;
