@@ -184,16 +184,13 @@ fn verify_topic_metadata(data_dir: &Path, report: &mut Report) -> Result<(), Ver
     for path in files {
         report.metadata_files += 1;
         let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let topic = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let problem = match String::from_utf8(bytes) {
             Err(_) => Some("not UTF-8 text".to_string()),
-            Ok(text) => match crate::broker::metadata::decode(&text) {
-                Err(reason) => Some(reason),
-                Ok(meta) => {
-                    let file_topic = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-                    (file_topic.as_deref() != Some(meta.name.as_str()))
-                        .then(|| format!("the file names topic '{}'", meta.name))
-                }
-            },
+            Ok(text) => crate::broker::metadata::decode_file(&topic, &text).err(),
         };
         if let Some(reason) = problem {
             report.file_problems.push(FileProblem {

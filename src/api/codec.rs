@@ -2,11 +2,11 @@
 //! message is encoded into room reserved for its exact encoded length.
 //!
 //! tonic-prost's encoder lets the output buffer grow as prost writes, by
-//! doubling from tonic's 8 KiB start: a 64 KiB `FetchResponse` took four
-//! reallocations, copied about 120 KiB on the way, and left a 128 KiB
-//! allocation per message queued for a slow client (measured with
-//! heaptrack under 1,000 slow subscribers: the encode buffers were the
-//! broker's peak memory consumer). Reserving `encoded_len` first (cheap:
+//! doubling (`Vec`'s amortised growth) from tonic's 8 KiB start: a 64 KiB
+//! `FetchResponse` takes up to four reallocations, up to about 120 KiB
+//! copied on the way, and a 128 KiB allocation per message while it waits
+//! for a slow client. Under 1,000 slow subscribers heaptrack named those
+//! encode buffers the broker's peak memory consumer (184 MiB). Reserving `encoded_len` first (cheap:
 //! the wire types know their sizes) makes it one allocation of the
 //! message's size. Decoding is prost's, unchanged.
 

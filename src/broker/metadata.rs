@@ -57,6 +57,20 @@ pub struct TopicMeta {
     pub overrides: TopicOverrides,
 }
 
+/// Decodes the metadata file of `topic` (the name its file is under):
+/// [`decode`], and the file must name that topic. Start-up and
+/// `strata verify` both check files this way.
+///
+/// # Errors
+/// Why the file is not valid metadata of `topic`.
+pub fn decode_file(topic: &str, text: &str) -> std::result::Result<TopicMeta, String> {
+    let meta = decode(text)?;
+    if meta.name != topic {
+        return Err(format!("file names topic '{}'", meta.name));
+    }
+    Ok(meta)
+}
+
 /// Directory of the metadata files.
 pub fn meta_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("meta").join("topics")
@@ -149,16 +163,10 @@ pub fn load_all(data_dir: &Path) -> Result<Vec<TopicMeta>> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let meta = decode(&text).map_err(|reason| BrokerError::Metadata {
+        let meta = decode_file(topic, &text).map_err(|reason| BrokerError::Metadata {
             path: path.clone(),
             reason,
         })?;
-        if meta.name != topic {
-            return Err(BrokerError::Metadata {
-                path,
-                reason: format!("file names topic '{}'", meta.name),
-            });
-        }
         metas.push(meta);
     }
     metas.sort_by(|a, b| a.name.cmp(&b.name));

@@ -320,10 +320,15 @@ pub fn cpu_secs(pid: u32, name: &str) -> f64 {
 /// Anonymous (heap) memory of process `pid` in KiB, from /proc; for code
 /// that samples a broker without holding its [`BrokerProcess`].
 pub fn rss_anon_kib_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon line")
+    proc_status_number(pid, "RssAnon").expect("RssAnon line")
+}
+
+/// A numeric field of `/proc/PID/status` (`Threads`, `RssAnon` in KiB…),
+/// or `None` if the process or the field is gone.
+pub fn proc_status_number(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let value = l.strip_prefix(field)?.strip_prefix(':')?;
+        value.trim().trim_end_matches("kB").trim().parse().ok()
+    })
 }

@@ -19,7 +19,7 @@ use strata::proto::v1::log_client::LogClient;
 use strata::proto::v1::{Record, SubscribeRequest};
 use tokio::task::JoinSet;
 
-use crate::harness::{rss_anon_kib_of, BrokerProcess};
+use crate::harness::{proc_status_number, rss_anon_kib_of, BrokerProcess};
 use crate::log_api::{create_topic, produce_req};
 
 /// `--default-fetch-bytes`: the most one subscription message carries.
@@ -214,18 +214,6 @@ impl CpuSample {
     }
 }
 
-/// Threads of a process, from `/proc/PID/status`.
-fn thread_count(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
 fn process_cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -317,7 +305,7 @@ async fn slow_subscribers_keep_broker_memory_bounded_while_producers_write() {
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 samples.push(rss_anon_kib_of(pid));
-                threads.push(thread_count(pid));
+                threads.push(proc_status_number(pid, "Threads").unwrap_or(0));
             }
             (samples, threads)
         })

@@ -923,6 +923,21 @@ mod tests {
         got.into_iter().next().map(|(_, _, c)| c.metadata)
     }
 
+    /// Runs `call` on a thread of its own and sends its result back, so the
+    /// test can wait for it with a timeout (a failure detector for a call
+    /// that must not block).
+    fn on_thread<T: Send + 'static>(
+        broker: &Arc<Broker>,
+        call: impl FnOnce(&Broker) -> T + Send + 'static,
+    ) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<T>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let broker = broker.clone();
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send(call(&broker));
+        });
+        (thread, rx)
+    }
+
     /// The flusher's `fdatasync` of the offsets log runs without the
     /// coordinator's lock, so a slow disk does not stall group calls (and a
     /// commit during it is flushed by the next pass).
@@ -934,13 +949,7 @@ mod tests {
             .commit_offsets("g", "", 0, vec![commit("m")])
             .unwrap();
         let held = broker.coordinator.lock();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let flusher = {
-            let broker = broker.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(broker.coordinator.sync());
-            })
-        };
+        let (flusher, rx) = on_thread(&broker, |b| b.coordinator.sync());
         let flushed = rx.recv_timeout(std::time::Duration::from_secs(20));
         drop(held);
         flusher.join().unwrap();
@@ -976,13 +985,9 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("the commit began a compaction");
         // The compaction is paused before its snapshot: other calls go on.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let other = {
-            let broker = broker.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(broker.commit_offsets("b", "", 0, vec![commit("b1")]));
-            })
-        };
+        let (other, rx) = on_thread(&broker, |b| {
+            b.commit_offsets("b", "", 0, vec![commit("b1")])
+        });
         let committed = rx.recv_timeout(std::time::Duration::from_secs(20));
         go.send(()).unwrap();
         other.join().unwrap();

@@ -608,7 +608,6 @@ impl OffsetStore {
     pub fn sync_handle(&self) -> OffsetSync {
         OffsetSync {
             target: Arc::clone(&self.sync),
-            path: self.dir.join(LOG_NAME),
         }
     }
 }
@@ -629,7 +628,6 @@ struct SyncTarget {
 #[derive(Debug)]
 pub struct OffsetSync {
     target: Arc<SyncTarget>,
-    path: PathBuf,
 }
 
 impl OffsetSync {
@@ -641,7 +639,7 @@ impl OffsetSync {
     pub fn sync(&self) -> Result<()> {
         let file = Arc::clone(&self.target.file.lock().expect("offsets sync lock poisoned"));
         file.sync_data().map_err(|e| BrokerError::Metadata {
-            path: self.path.clone(),
+            path: self.target.dir.join(LOG_NAME),
             reason: e.to_string(),
         })?;
         if self.target.dir_dirty.swap(false, Ordering::AcqRel) {
@@ -672,29 +670,12 @@ pub struct FileCheck {
 /// Checks every record of an offsets file's bytes (CRC, lengths, fields),
 /// the way start-up reads it (`strata verify`).
 pub fn check_file(bytes: &[u8]) -> FileCheck {
-    let mut at = 0;
     let mut records = 0;
-    loop {
-        match OffsetRecord::decode(&bytes[at..]) {
-            Ok(Some((_, len))) => {
-                records += 1;
-                at += len;
-            }
-            Ok(None) => {
-                return FileCheck {
-                    records,
-                    valid_bytes: at,
-                    problem: None,
-                }
-            }
-            Err(reason) => {
-                return FileCheck {
-                    records,
-                    valid_bytes: at,
-                    problem: Some(reason),
-                }
-            }
-        }
+    let (valid_bytes, problem) = scan(bytes, |_| records += 1);
+    FileCheck {
+        records,
+        valid_bytes,
+        problem,
     }
 }
 
@@ -724,11 +705,17 @@ fn replay(
     bytes: &[u8],
     groups: &mut BTreeMap<String, GroupState>,
 ) -> (usize, Option<&'static str>) {
+    scan(bytes, |record| apply(groups, record))
+}
+
+/// Decodes records from the start of `bytes`, handing each to `each`;
+/// returns the bytes of valid records and, if it stopped early, why.
+fn scan(bytes: &[u8], mut each: impl FnMut(OffsetRecord)) -> (usize, Option<&'static str>) {
     let mut at = 0;
     loop {
         match OffsetRecord::decode(&bytes[at..]) {
             Ok(Some((record, len))) => {
-                apply(groups, record);
+                each(record);
                 at += len;
             }
             Ok(None) => return (at, None),
@@ -896,15 +883,24 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn an_interrupted_compaction_is_finished_at_start_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+    /// A new store in `dir` holding `records`, and the state they make.
+    fn store_with(
+        dir: &Path,
+        records: impl IntoIterator<Item = OffsetRecord>,
+    ) -> (OffsetStore, BTreeMap<String, GroupState>) {
+        let (mut store, _) = OffsetStore::open(dir).unwrap();
         let mut groups = BTreeMap::new();
-        for r in [commit("g", 0, 5), commit("g", 1, 9)] {
+        for r in records {
             store.append(std::slice::from_ref(&r)).unwrap();
             apply(&mut groups, r);
         }
+        (store, groups)
+    }
+
+    #[test]
+    fn an_interrupted_compaction_is_finished_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, groups) = store_with(dir.path(), [commit("g", 0, 5), commit("g", 1, 9)]);
         store.set_compact_at(1);
         let job = store.begin_compaction(&groups).expect("due");
         assert!(store.log_is_empty());
@@ -932,12 +928,8 @@ mod tests {
     #[test]
     fn a_failed_snapshot_keeps_the_old_log_until_one_succeeds() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
-        let mut groups = BTreeMap::new();
-        for r in [commit("g", 0, 5), commit("h", 0, 1)] {
-            store.append(std::slice::from_ref(&r)).unwrap();
-            apply(&mut groups, r);
-        }
+        let (mut store, mut groups) =
+            store_with(dir.path(), [commit("g", 0, 5), commit("h", 0, 1)]);
         // A directory where the snapshot goes: the rename onto it fails.
         let snapshot = dir.path().join(SNAPSHOT_NAME);
         std::fs::create_dir(&snapshot).unwrap();
