@@ -157,7 +157,15 @@ pub struct GroupSettings {
     /// its partitions move to the others (like Kafka's
     /// `max.poll.interval.ms`), ms. Default: 300,000.
     pub stream_stall_timeout_ms: u32,
+    /// Size of the group offsets log (`groups/offsets.log`) at which it is
+    /// compacted into `groups/snapshot` and emptied, bytes. Smaller keeps
+    /// start-up replay short; each compaction writes the whole committed
+    /// state once. Default: 64 MiB; at least 1,024.
+    pub offsets_compact_bytes: u64,
 }
+
+/// The smallest `groups.offsets_compact_bytes` allowed.
+pub const MIN_OFFSETS_COMPACT_BYTES: u64 = 1024;
 
 impl Default for GroupSettings {
     fn default() -> Self {
@@ -171,6 +179,7 @@ impl Default for GroupSettings {
             max_members_per_group: 1000,
             max_commit_metadata_bytes: 4096,
             stream_stall_timeout_ms: 300_000,
+            offsets_compact_bytes: crate::broker::groups::offsets::DEFAULT_COMPACT_BYTES,
         }
     }
 }
@@ -429,6 +438,12 @@ impl BrokerConfig {
                 "must be at least 1".into(),
             );
         }
+        if g.offsets_compact_bytes < MIN_OFFSETS_COMPACT_BYTES {
+            return invalid(
+                "groups.offsets_compact_bytes",
+                format!("must be at least {MIN_OFFSETS_COMPACT_BYTES}"),
+            );
+        }
         if g.max_commit_metadata_bytes > MAX_COMMIT_METADATA_BYTES {
             return invalid(
                 "groups.max_commit_metadata_bytes",
@@ -470,5 +485,24 @@ impl BrokerConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_compaction_below_its_minimum_is_refused_by_name() {
+        let mut config = BrokerConfig::default();
+        config.groups.offsets_compact_bytes = MIN_OFFSETS_COMPACT_BYTES;
+        config.validate().expect("the minimum itself is allowed");
+        config.groups.offsets_compact_bytes = MIN_OFFSETS_COMPACT_BYTES - 1;
+        match config.validate() {
+            Err(ConfigError::Invalid { field, .. }) => {
+                assert_eq!(field, "groups.offsets_compact_bytes")
+            }
+            other => panic!("expected the setting to be refused, got {other:?}"),
+        }
     }
 }

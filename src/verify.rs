@@ -427,7 +427,11 @@ mod tests {
             metadata::store(data.path(), &meta).unwrap();
         }
         {
-            let (mut store, _) = OffsetStore::open(&data.path().join("groups")).unwrap();
+            let (mut store, _) = OffsetStore::open(
+                &data.path().join("groups"),
+                crate::broker::groups::offsets::DEFAULT_COMPACT_BYTES,
+            )
+            .unwrap();
             for offset in 0..3 {
                 store
                     .append(&[OffsetRecord::Commit {

@@ -245,6 +245,10 @@ pub struct GroupArgs {
     /// events wait is ended and leaves its group, ms [default: 300000].
     #[arg(long, value_name = "MS", env = "STRATA_STREAM_STALL_TIMEOUT_MS")]
     pub stream_stall_timeout_ms: Option<u32>,
+    /// Size of the group offsets log at which it is compacted into a
+    /// snapshot, bytes [default: 67108864, at least 1024].
+    #[arg(long, value_name = "B", env = "STRATA_OFFSETS_COMPACT_BYTES")]
+    pub offsets_compact_bytes: Option<u64>,
 }
 
 /// Malloc arenas the broker allows itself, unless `MALLOC_ARENA_MAX` says
@@ -369,6 +373,7 @@ pub fn overlay(mut base: BrokerConfig, args: &ServeArgs) -> BrokerConfig {
         &a.max_commit_metadata_bytes,
     );
     set(&mut g.stream_stall_timeout_ms, &a.stream_stall_timeout_ms);
+    set(&mut g.offsets_compact_bytes, &a.offsets_compact_bytes);
 
     let (s, a) = (&mut base.security, &args.security);
     set_some(&mut s.tls_cert, &a.tls_cert);
@@ -650,6 +655,10 @@ mod tests {
             (
                 "stream-stall-timeout-ms",
                 d.groups.stream_stall_timeout_ms.to_string(),
+            ),
+            (
+                "offsets-compact-bytes",
+                d.groups.offsets_compact_bytes.to_string(),
             ),
         ];
         let command = Wrapper::command();

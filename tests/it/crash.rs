@@ -11,6 +11,12 @@
 //! Each restart checks what was acknowledged since the previous check; every
 //! tenth restart and the last one check every record from offset 0.
 //!
+//! The broker compacts its group offsets log every 1 KiB
+//! (`--offsets-compact-bytes 1024`, the smallest allowed) instead of every
+//! 64 MiB, so the kills also land during compactions: the test counts the
+//! kills that left `groups/offsets.log.old` behind (a compaction begun and
+//! not finished) and fails if no compaction ever completed.
+//!
 //! The short variant (4 rounds) runs in `cargo test`; the long one is
 //! `STRATA_CRASH_ROUNDS=200 cargo test --test it crash::acknowledged -- --nocapture`,
 //! which prints rounds, records checked and recovery times.
@@ -36,6 +42,8 @@ const PARTITIONS: u32 = 4;
 const GROUP: &str = "workers";
 /// Group members running in every round.
 const MEMBERS: u64 = 2;
+/// The broker's offsets-log compaction size in this test.
+const COMPACT_BYTES: &str = "1024";
 /// Fails a wait for the broker longer than this (a failure detector, not
 /// synchronization).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -210,12 +218,13 @@ async fn acknowledged_records_and_group_commits_survive_kill_9() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let mut b = BrokerProcess::start();
+    let mut b = BrokerProcess::start_with(&["--offsets-compact-bytes", COMPACT_BYTES]);
     create_topic(&b, TOPIC, PARTITIONS).await;
     let ledger: Ledger = Arc::default();
     let seen: Shared = Arc::default();
     let mut audited: u64 = 0;
     let mut recovery = Vec::new();
+    let mut mid_compaction = 0u64;
     let mut checked = [0u64; PARTITIONS as usize];
     let mut rng = Rng(42);
     for round in 0..rounds {
@@ -234,6 +243,9 @@ async fn acknowledged_records_and_group_commits_survive_kill_9() {
         for t in tasks {
             t.await.expect("a producer or member panicked");
         }
+        if b.data_dir.join("groups/offsets.log.old").exists() {
+            mid_compaction += 1;
+        }
         let started = Instant::now();
         b.restart();
         let listening = started.elapsed();
@@ -249,7 +261,11 @@ async fn acknowledged_records_and_group_commits_survive_kill_9() {
         );
     }
     drain_and_check_coverage(&b, &seen).await;
-    report(rounds, &ledger, &seen, &recovery);
+    report(rounds, &ledger, &seen, &recovery, mid_compaction);
+    assert!(
+        b.data_dir.join("groups/snapshot").exists(),
+        "no offsets-log compaction completed: the kills never met one"
+    );
     assert!(b.stop().await);
     crate::harness::assert_verify_clean(&b.data_dir, "the crashes");
 }
@@ -431,7 +447,13 @@ async fn drain_and_check_coverage(b: &BrokerProcess, seen: &Shared) {
 }
 
 /// Prints the figures of the run (visible with `--nocapture`).
-fn report(rounds: u64, ledger: &Ledger, seen: &Shared, recovery: &[(Duration, Duration)]) {
+fn report(
+    rounds: u64,
+    ledger: &Ledger,
+    seen: &Shared,
+    recovery: &[(Duration, Duration)],
+    mid_compaction: u64,
+) {
     let records: usize = ledger.lock().unwrap().values().map(Batch::len).sum();
     let seen = seen.lock().unwrap();
     let delivered: usize = seen.delivered.values().map(BTreeSet::len).sum();
@@ -446,7 +468,7 @@ fn report(rounds: u64, ledger: &Ledger, seen: &Shared, recovery: &[(Duration, Du
     eprintln!(
         "crash: {rounds} rounds survived; {records} acknowledged records checked after every \
          restart; {delivered} offsets delivered to the group ({} checked against the ledger), {} acknowledged \
-         commits; \
+         commits ({mid_compaction} kills during an offsets-log compaction); \
          recovery, spawn to listening: median {:?}, max {:?}; spawn to first fetch: median {:?}, \
          max {:?}",
         seen.checked,

@@ -43,6 +43,9 @@ pub struct BrokerProcess {
     pub metrics_addr: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// The extra `serve` arguments it was started with, which
+    /// [`BrokerProcess::restart`] passes again.
+    extra: Vec<String>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -146,14 +149,17 @@ impl BrokerProcess {
             addr,
             metrics_addr,
             data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _temp: None,
         }
     }
 
-    /// Restarts on the same data dir (after `kill` or `stop`).
+    /// Restarts on the same data dir with the same extra `serve` arguments
+    /// (after `kill` or `stop`).
     pub fn restart(&mut self) {
         let temp = self._temp.take();
-        let mut b = BrokerProcess::start_in(&self.data_dir, &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut b = BrokerProcess::start_in(&self.data_dir, &extra);
         b._temp = temp;
         std::mem::swap(self, &mut b);
     }

@@ -160,7 +160,7 @@ fn by_topic(set: &BTreeSet<TopicPartition>) -> BTreeMap<String, Vec<u32>> {
 impl Coordinator {
     /// Opens the store in `dir` and loads every group's committed offsets.
     pub fn open(dir: &std::path::Path, settings: GroupSettings) -> Result<Coordinator> {
-        let (store, groups) = OffsetStore::open(dir)?;
+        let (store, groups) = OffsetStore::open(dir, settings.offsets_compact_bytes)?;
         let offsets_sync = store.sync_handle();
         Ok(Coordinator {
             offsets_sync,

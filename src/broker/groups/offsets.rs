@@ -27,7 +27,8 @@
 //!
 //! # Compaction
 //!
-//! When the log passes [`COMPACT_BYTES`], it is compacted in two steps, so
+//! When the log passes its compaction size (`groups.offsets_compact_bytes`,
+//! [`DEFAULT_COMPACT_BYTES`] unless set), it is compacted in two steps, so
 //! group calls do not wait for the disk:
 //!
 //! 1. Under the coordinator's lock ([`OffsetStore::begin_compaction`]): the
@@ -59,8 +60,9 @@ use crate::storage::fs;
 
 /// Largest record body accepted when reading (bounds every allocation).
 pub const MAX_RECORD_BYTES: u32 = 1 << 20;
-/// Log size at which the state is snapshotted and the log emptied.
-pub const COMPACT_BYTES: u64 = 64 << 20;
+/// Log size at which the state is snapshotted and the log emptied, unless
+/// `groups.offsets_compact_bytes` says otherwise.
+pub const DEFAULT_COMPACT_BYTES: u64 = 64 << 20;
 /// After a failed compaction, how much more the log grows before the next try
 /// (so a full disk does not cost a snapshot attempt per commit).
 pub const COMPACT_RETRY_BYTES: u64 = 1 << 20;
@@ -267,6 +269,8 @@ pub struct OffsetStore {
     log_bytes: u64,
     /// Log size at which the next compaction is due.
     compact_at: u64,
+    /// Log size at which a compaction is due after a successful one.
+    compact_bytes: u64,
     /// A failed write could not be undone: the log's tail is unknown, so
     /// nothing more is appended (every commit fails) until a restart, whose
     /// replay cuts the tail at the last whole record.
@@ -335,8 +339,12 @@ impl Compaction {
 
 impl OffsetStore {
     /// Opens `dir` (creating it), loading the snapshot and replaying the
-    /// old log (if a compaction was interrupted) and the log.
-    pub fn open(dir: &Path) -> Result<(OffsetStore, BTreeMap<String, GroupState>)> {
+    /// old log (if a compaction was interrupted) and the log. The log is
+    /// compacted each time it passes `compact_bytes`.
+    pub fn open(
+        dir: &Path,
+        compact_bytes: u64,
+    ) -> Result<(OffsetStore, BTreeMap<String, GroupState>)> {
         let meta_err = |path: &Path, reason: String| BrokerError::Metadata {
             path: path.to_path_buf(),
             reason,
@@ -400,7 +408,8 @@ impl OffsetStore {
             dir: dir.to_path_buf(),
             log,
             log_bytes: good as u64,
-            compact_at: COMPACT_BYTES,
+            compact_at: compact_bytes,
+            compact_bytes,
             fenced: false,
             old_log,
             compacting: false,
@@ -517,7 +526,7 @@ impl OffsetStore {
                 self.old_log = false;
                 // After a retry the log was not emptied: if it is already
                 // this big, the next append starts a compaction at once.
-                self.compact_at = COMPACT_BYTES;
+                self.compact_at = self.compact_bytes;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot compact the group offsets log; will retry");
@@ -746,7 +755,7 @@ mod tests {
     fn reopen_replays_and_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut store, groups) = OffsetStore::open(dir.path()).unwrap();
+            let (mut store, groups) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
             assert!(groups.is_empty());
             store
                 .append(&[commit("g", 0, 5), commit("g", 1, 9), commit("h", 0, 1)])
@@ -765,7 +774,7 @@ mod tests {
         commit("g", 0, 99).encode(&mut torn);
         bytes.extend_from_slice(&torn[..torn.len() - 3]);
         std::fs::write(&log, &bytes).unwrap();
-        let (mut store, groups) = OffsetStore::open(dir.path()).unwrap();
+        let (mut store, groups) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
         assert_eq!(groups.len(), 1);
         assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 6);
         assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 9);
@@ -773,7 +782,7 @@ mod tests {
         store.compact(&groups).unwrap();
         store.append(&[commit("g", 1, 10)]).unwrap();
         drop(store);
-        let (_, groups) = OffsetStore::open(dir.path()).unwrap();
+        let (_, groups) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
         assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 6);
         assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 10);
     }
@@ -782,7 +791,7 @@ mod tests {
     fn a_failed_write_is_cut_off_so_later_commits_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+            let (mut store, _) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
             store.append(&[commit("g", 0, 5)]).unwrap();
             // A full disk: half the record reaches the file, then ENOSPC.
             let err = store
@@ -800,7 +809,7 @@ mod tests {
         commit("g", 0, 5).encode(&mut whole);
         commit("g", 1, 9).encode(&mut whole);
         assert_eq!(std::fs::read(&log).unwrap(), whole);
-        let (_, groups) = OffsetStore::open(dir.path()).unwrap();
+        let (_, groups) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
         assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 5);
         assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 9);
     }
@@ -888,7 +897,7 @@ mod tests {
         dir: &Path,
         records: impl IntoIterator<Item = OffsetRecord>,
     ) -> (OffsetStore, BTreeMap<String, GroupState>) {
-        let (mut store, _) = OffsetStore::open(dir).unwrap();
+        let (mut store, _) = OffsetStore::open(dir, DEFAULT_COMPACT_BYTES).unwrap();
         let mut groups = BTreeMap::new();
         for r in records {
             store.append(std::slice::from_ref(&r)).unwrap();
@@ -912,7 +921,7 @@ mod tests {
         store.append(&[commit("g", 0, 6)]).unwrap();
         drop(job);
         drop(store);
-        let (_, groups) = OffsetStore::open(dir.path()).unwrap();
+        let (_, groups) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
         assert_eq!(groups["g"].committed[&("t".to_string(), 0)].offset, 6);
         assert_eq!(groups["g"].committed[&("t".to_string(), 1)].offset, 9);
         assert!(
@@ -951,7 +960,7 @@ mod tests {
         result.unwrap();
         assert!(!dir.path().join(OLD_LOG_NAME).exists());
         drop(store);
-        let (_, reopened) = OffsetStore::open(dir.path()).unwrap();
+        let (_, reopened) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
         assert_eq!(committed_view(&reopened), committed_view(&groups));
     }
 
@@ -1053,7 +1062,7 @@ mod tests {
                 std::fs::write(dir.path().join("snapshot"), s).unwrap();
             }
             std::fs::write(dir.path().join("offsets.log"), &log).unwrap();
-            match OffsetStore::open(dir.path()) {
+            match OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES) {
                 Ok(_) => {}
                 Err(e) => prop_assert!(e.to_string().contains("snapshot"), "{}", e),
             }
@@ -1079,7 +1088,7 @@ mod tests {
             steps in proptest::collection::vec(arb_step(), 1..40),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let (mut store, _) = OffsetStore::open(dir.path()).unwrap();
+            let (mut store, _) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
             let mut model = BTreeMap::new();
             let mut job: Option<Compaction> = None;
             for step in steps.into_iter().chain([Step::Crash]) {
@@ -1118,7 +1127,7 @@ mod tests {
                     Step::Crash => {
                         job = None;
                         drop(store);
-                        let (reopened, groups) = OffsetStore::open(dir.path()).unwrap();
+                        let (reopened, groups) = OffsetStore::open(dir.path(), DEFAULT_COMPACT_BYTES).unwrap();
                         prop_assert_eq!(committed_view(&groups), committed_view(&model));
                         prop_assert!(!dir.path().join(OLD_LOG_NAME).exists());
                         store = reopened;
