@@ -6,8 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = strata::cli::Cli::parse();
+    strata::cli::malloc::keep_freed_request_buffers();
     if matches!(cli.command, strata::cli::Command::Serve(_)) {
-        strata::cli::serve::limit_malloc_arenas();
+        strata::cli::malloc::limit_arenas();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -23,6 +23,7 @@ pub mod consume;
 pub mod format;
 pub mod group;
 pub mod group_consume;
+pub mod malloc;
 pub mod produce;
 pub mod serve;
 pub mod time;

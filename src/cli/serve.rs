@@ -251,37 +251,6 @@ pub struct GroupArgs {
     pub offsets_compact_bytes: Option<u64>,
 }
 
-/// Malloc arenas the broker allows itself, unless `MALLOC_ARENA_MAX` says
-/// otherwise.
-///
-/// glibc gives a thread that finds the arenas busy an arena of its own, up
-/// to 8 per core, and an arena keeps the pages it once used. Under mixed load
-/// (produce, streams, group churn on the runtime's worker and blocking
-/// threads) the broker's anonymous memory grew about 50 KiB/min for as long
-/// as the 10-minute soak ran (+8.2 %) while the live heap, traced with
-/// heaptrack, stayed flat; with one arena the same soak stays flat (with
-/// two it still grew; a periodic `malloc_trim` did not stop it either). It
-/// has a price: W1-shaped produce throughput measured about 12 % lower with
-/// one arena than with glibc's default (README "Reliability tests"), so a
-/// deployment that puts throughput first sets `MALLOC_ARENA_MAX`.
-pub const MALLOC_ARENAS: i32 = 1;
-
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] for the broker process
-/// (called by `main` before the runtime starts any thread). Does nothing
-/// when `MALLOC_ARENA_MAX` is set (the operator's choice wins) or on other C
-/// libraries.
-pub fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a malloc tuning parameter; it is called
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
-    }
-}
-
 /// Runs `strata serve`: effective config, logging, then the broker until a
 /// shutdown signal.
 ///

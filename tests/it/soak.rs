@@ -360,7 +360,7 @@ fn malloc_arena_heaps(pid: u32) -> usize {
 }
 
 /// The cause of the soak's heap drift, checked: the broker keeps glibc's
-/// malloc to its main arena (`cli::serve::limit_malloc_arenas`). Without the
+/// malloc to its main arena (`cli::malloc::limit_arenas`). Without the
 /// cap, each runtime thread's first allocation creates an arena of its own
 /// (this test then sees 3 or more), and the arenas kept growing under the
 /// soak's mixed load.
