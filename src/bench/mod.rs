@@ -6,6 +6,9 @@
 //! | [`ceiling`]     | the "gRPC ceiling": a null `Log` server whose handlers do no work |
 //! | [`report`]      | figures, medians, the human summary and the `--json` object  |
 //! | [`rate`]        | `--rate` pacing arithmetic                                   |
+//! | [`partitions`]  | W7: 10,000 partitions: create, produce, memory, restart      |
+//! | [`restart`]     | W8: time to serve again after kill -9 with a large log       |
+//! | [`child`]       | the `strata serve` child process W7 and W8 kill and restart  |
 //!
 //! ```text
 //! strata bench produce --embedded --records 2000000 --partitions 8 --compare-ceiling --runs 3
@@ -13,6 +16,8 @@
 //! strata bench e2e --embedded --rate 10000 --records 100000
 //! strata bench group --embedded --leave
 //! strata bench ceiling produce --batch 1000
+//! strata bench partitions --partitions 10000
+//! strata bench restart --closed-bytes 10737418240 --active-bytes 1073741824
 //! ```
 //!
 //! Every run against Strata goes to a broker at `--broker`, or with
@@ -23,8 +28,11 @@
 //! every run starts on an empty log.
 
 pub mod ceiling;
+pub mod child;
+pub mod partitions;
 pub mod rate;
 pub mod report;
+pub mod restart;
 pub mod workloads;
 
 use std::io::IsTerminal;
@@ -81,6 +89,13 @@ pub enum BenchCommand {
     /// Run a workload against the null server only (handlers that do no
     /// work): the most any gRPC broker could do here with this client.
     Ceiling(CeilingArgs),
+    /// W7: a broker (child process) with --partitions partitions: create
+    /// time, produce round-robin against 8 partitions side by side, memory,
+    /// and kill -9 + restart until every partition is served.
+    Partitions(partitions::PartitionsArgs),
+    /// W8: fill a broker (child process) with closed segments and a large
+    /// active one, kill -9 it, and time each restart to its first fetch.
+    Restart(restart::RestartArgs),
 }
 
 /// `strata bench ceiling WORKLOAD`.
@@ -344,6 +359,8 @@ enum Sides {
 /// run.
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let (workload, opts, ceiling_only) = match args.command {
+        BenchCommand::Partitions(args) => return partitions::run(args).await,
+        BenchCommand::Restart(args) => return restart::run(args).await,
         BenchCommand::Produce(o) => (Workload::Produce, o, false),
         BenchCommand::Consume(o) => (Workload::Consume, o, false),
         BenchCommand::E2e(o) => (Workload::E2e, o, false),
@@ -1055,6 +1072,9 @@ mod tests {
                 CeilingWorkload::Produce(o) => (Workload::Produce, o, Sides::CeilingOnly),
                 CeilingWorkload::Consume(o) => (Workload::Consume, o, Sides::CeilingOnly),
             },
+            BenchCommand::Partitions(_) | BenchCommand::Restart(_) => {
+                panic!("not a BenchOpts workload")
+            }
         }
     }
 

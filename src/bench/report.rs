@@ -268,7 +268,7 @@ impl Report {
 
 /// A JSON number with `decimals` decimals; non-finite values become 0 (JSON
 /// has no NaN or infinity).
-fn json_number(value: f64, decimals: usize) -> String {
+pub(crate) fn json_number(value: f64, decimals: usize) -> String {
     let value = if value.is_finite() { value } else { 0.0 };
     format!("{value:.decimals$}")
 }
@@ -276,7 +276,7 @@ fn json_number(value: f64, decimals: usize) -> String {
 /// A JSON string literal for the few fixed, known-safe strings used here
 /// (workload names); quotes, backslashes and control characters are escaped
 /// anyway.
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -2,6 +2,7 @@
 //! integration test lives in a module here).
 
 mod admin_api;
+mod bench_child;
 mod cli;
 mod consumer_member;
 mod corruption;
