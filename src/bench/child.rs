@@ -53,6 +53,33 @@ impl ProcessMemory {
     }
 }
 
+/// The data directory for a fresh child broker: `dir` if given (it must be
+/// empty or not exist, and is left in place), else a temporary directory
+/// named with `prefix`, removed when the returned guard drops.
+///
+/// # Errors
+/// `dir` holds something, or the temporary directory cannot be made.
+pub fn fresh_data_dir(
+    dir: Option<&Path>,
+    prefix: &str,
+) -> Result<(Option<tempfile::TempDir>, PathBuf), BenchError> {
+    if let Some(dir) = dir {
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(BenchError::Usage(format!(
+                "--data-dir {} is not empty: the bench needs a fresh broker",
+                dir.display()
+            )));
+        }
+        return Ok((None, dir.to_path_buf()));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(BenchError::TempDir)?;
+    let path = temp.path().to_path_buf();
+    Ok((Some(temp), path))
+}
+
 /// A running `strata serve` child.
 #[derive(Debug)]
 pub struct ChildBroker {

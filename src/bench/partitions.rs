@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tokio::task::JoinSet;
 
-use super::child::{ChildBroker, ProcessMemory};
+use super::child::{fresh_data_dir, ChildBroker, ProcessMemory};
 use super::report::{
     group_digits, json_number, json_string, median_run, LatencySummary, RunFigures,
 };
@@ -163,26 +163,7 @@ fn check(args: &PartitionsArgs) -> Result<(), BenchError> {
 
 async fn execute(args: &PartitionsArgs) -> Result<PartitionsReport, BenchError> {
     check(args)?;
-    let (_temp, data_dir) = match &args.data_dir {
-        Some(dir) => {
-            let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
-            if !empty {
-                return Err(BenchError::Usage(format!(
-                    "--data-dir {} is not empty: the bench needs a fresh broker",
-                    dir.display()
-                )));
-            }
-            (None, dir.clone())
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("strata-bench-partitions-")
-                .tempdir()
-                .map_err(BenchError::TempDir)?;
-            let path = temp.path().to_path_buf();
-            (Some(temp), path)
-        }
-    };
+    let (_temp, data_dir) = fresh_data_dir(args.data_dir.as_deref(), "strata-bench-partitions-")?;
     let (mut broker, _) = ChildBroker::start(&data_dir, &[]).await?;
     let client = Client::connect(broker.addr()).await?;
     let created = Instant::now();

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::child::ChildBroker;
+use super::child::{fresh_data_dir, ChildBroker};
 use super::report::{group_digits, json_number, json_string, median_index};
 use super::workloads::{self, ProduceSpec, RecordShape};
 use super::{BenchError, Progress};
@@ -208,26 +208,7 @@ fn check(args: &RestartArgs) -> Result<(), BenchError> {
 
 async fn execute(args: &RestartArgs) -> Result<RestartReport, BenchError> {
     check(args)?;
-    let (_temp, data_dir) = match &args.data_dir {
-        Some(dir) => {
-            let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
-            if !empty {
-                return Err(BenchError::Usage(format!(
-                    "--data-dir {} is not empty: the bench needs a fresh broker",
-                    dir.display()
-                )));
-            }
-            (None, dir.clone())
-        }
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("strata-bench-restart-")
-                .tempdir()
-                .map_err(BenchError::TempDir)?;
-            let path = temp.path().to_path_buf();
-            (Some(temp), path)
-        }
-    };
+    let (_temp, data_dir) = fresh_data_dir(args.data_dir.as_deref(), "strata-bench-restart-")?;
     let (mut broker, _) = ChildBroker::start(&data_dir, &[]).await?;
     let shape = RecordShape {
         value_bytes: args.record_size,
