@@ -32,10 +32,13 @@ pub struct ProcessMemory {
     pub peak_rss_kib: u64,
     /// Resident anonymous memory (`RssAnon`): the heap, without file pages.
     pub anon_kib: u64,
+    /// Resident file pages (`RssFile`): mapped segment and index pages
+    /// (page cache the kernel can reclaim) and the binary's own pages.
+    pub file_kib: u64,
 }
 
 impl ProcessMemory {
-    /// Parses the `VmRSS`, `VmHWM` and `RssAnon` lines of a
+    /// Parses the `VmRSS`, `VmHWM`, `RssAnon` and `RssFile` lines of a
     /// `/proc/PID/status` text (`VmRSS:\t  1234 kB`). `None` if one is
     /// missing.
     pub fn parse(status: &str) -> Option<ProcessMemory> {
@@ -49,6 +52,7 @@ impl ProcessMemory {
             rss_kib: field("VmRSS")?,
             peak_rss_kib: field("VmHWM")?,
             anon_kib: field("RssAnon")?,
+            file_kib: field("RssFile")?,
         })
     }
 }
@@ -232,6 +236,7 @@ mod tests {
                 rss_kib: 16384,
                 peak_rss_kib: 20480,
                 anon_kib: 4096,
+                file_kib: 12288,
             })
         );
     }
@@ -241,7 +246,7 @@ mod tests {
         assert_eq!(ProcessMemory::parse("VmRSS:\t1 kB\nVmHWM:\t2 kB\n"), None);
         // A prefix of another field's name does not count.
         assert_eq!(
-            ProcessMemory::parse("VmRSSx:\t1 kB\nVmHWM:\t2 kB\nRssAnon:\t3 kB\n"),
+            ProcessMemory::parse("VmRSSx:\t1 kB\nVmHWM:\t2 kB\nRssAnon:\t3 kB\nRssFile:\t4 kB\n"),
             None
         );
     }

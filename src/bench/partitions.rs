@@ -10,9 +10,11 @@
 //!    a ratio between the two medians, measured side by side;
 //! 3. the broker's memory after the runs (`VmRSS`, `VmHWM`, `RssAnon`);
 //! 4. a kill -9 and a restart: the time from spawn to the listening line
-//!    and until every partition answered a `Fetch` at offset 0 with the
-//!    high watermark its acknowledged records give (checked, partition by
-//!    partition), and the memory after that.
+//!    (recovery done) and the memory then, and the time until every
+//!    partition answered a `Fetch` at offset 0 with the high watermark its
+//!    acknowledged records give (checked, partition by partition), and the
+//!    memory after that: the fetches map each partition's first batch, so
+//!    its file pages (`RssFile`) grow by about one batch per partition.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -93,6 +95,9 @@ pub struct PartitionsReport {
     pub memory: Option<ProcessMemory>,
     /// Spawn → listening line, after the kill -9.
     pub restart_listening: Duration,
+    /// The broker's memory at its listening line after the restart:
+    /// recovery done, nothing fetched yet.
+    pub memory_after_recovery: Option<ProcessMemory>,
     /// Spawn → every partition answered a fetch.
     pub restart_serving: Duration,
     /// The broker's memory after every partition was fetched.
@@ -191,6 +196,7 @@ async fn execute(args: &PartitionsArgs) -> Result<PartitionsReport, BenchError> 
     let spawned = Instant::now();
     broker.restart().await?;
     let restart_listening = spawned.elapsed();
+    let memory_after_recovery = broker.memory();
     let per_run = round_robin_counts(args.records, args.batch, args.partitions);
     let expected: Vec<u64> = per_run.iter().map(|n| n * args.runs as u64).collect();
     check_every_partition(&Client::connect(broker.addr()).await?, &expected).await?;
@@ -204,6 +210,7 @@ async fn execute(args: &PartitionsArgs) -> Result<PartitionsReport, BenchError> 
         w1_runs,
         memory,
         restart_listening,
+        memory_after_recovery,
         restart_serving,
         memory_after_restart,
     })
@@ -273,10 +280,11 @@ fn memory_text(m: Option<ProcessMemory>) -> String {
         || "not readable".to_string(),
         |m| {
             format!(
-                "RSS {} (peak {}), heap {}",
+                "RSS {} (peak {}): heap {}, file pages {}",
                 mib(m.rss_kib),
                 mib(m.peak_rss_kib),
-                mib(m.anon_kib)
+                mib(m.anon_kib),
+                mib(m.file_kib)
             )
         },
     )
@@ -344,14 +352,19 @@ fn render_human(report: &PartitionsReport, args: &PartitionsArgs) -> String {
     );
     let _ = writeln!(
         out,
-        "restart    kill -9, then listening after {:.3} s; every partition fetched with all its \
-         acknowledged records after {:.3} s",
+        "restart    kill -9, then listening (recovered) after {:.3} s; every partition fetched \
+         with all its acknowledged records after {:.3} s",
         report.restart_listening.as_secs_f64(),
         report.restart_serving.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "memory     {} after the restart",
+        "memory     {} after the recovery",
+        memory_text(report.memory_after_recovery)
+    );
+    let _ = writeln!(
+        out,
+        "memory     {} after fetching every partition",
         memory_text(report.memory_after_restart)
     );
     out
@@ -362,8 +375,8 @@ fn memory_json(m: Option<ProcessMemory>) -> String {
         || "null".to_string(),
         |m| {
             format!(
-                "{{\"rss_kib\":{},\"peak_rss_kib\":{},\"anon_kib\":{}}}",
-                m.rss_kib, m.peak_rss_kib, m.anon_kib
+                "{{\"rss_kib\":{},\"peak_rss_kib\":{},\"anon_kib\":{},\"file_kib\":{}}}",
+                m.rss_kib, m.peak_rss_kib, m.anon_kib, m.file_kib
             )
         },
     )
@@ -374,9 +387,10 @@ fn memory_json(m: Option<ProcessMemory>) -> String {
 /// `{"workload": "partitions", "partitions", "create_seconds", "records",
 /// "records_per_sec", "mb_per_sec", "latency_ms": {"p50","p90","p99",
 /// "p999","max"}, "w1_records_per_sec", "ratio_to_w1", "memory",
-/// "restart_listening_seconds", "restart_serving_seconds",
-/// "memory_after_restart"}`: the median runs; `memory` objects are
-/// `{"rss_kib", "peak_rss_kib", "anon_kib"}` or null where unreadable.
+/// "restart_listening_seconds", "memory_after_recovery",
+/// "restart_serving_seconds", "memory_after_restart"}`: the median runs;
+/// `memory` objects are `{"rss_kib", "peak_rss_kib", "anon_kib",
+/// "file_kib"}` or null where unreadable.
 pub fn render_json(report: &PartitionsReport) -> String {
     let mut out = format!(
         "{{\"workload\":{},\"partitions\":{},\"create_seconds\":{}",
@@ -406,10 +420,11 @@ pub fn render_json(report: &PartitionsReport) -> String {
     }
     let _ = write!(
         out,
-        ",\"memory\":{},\"restart_listening_seconds\":{},\"restart_serving_seconds\":{},\
-         \"memory_after_restart\":{}}}",
+        ",\"memory\":{},\"restart_listening_seconds\":{},\"memory_after_recovery\":{},\
+         \"restart_serving_seconds\":{},\"memory_after_restart\":{}}}",
         memory_json(report.memory),
         json_number(report.restart_listening.as_secs_f64(), 3),
+        memory_json(report.memory_after_recovery),
         json_number(report.restart_serving.as_secs_f64(), 3),
         memory_json(report.memory_after_restart)
     );
@@ -477,8 +492,10 @@ mod tests {
                 rss_kib: 1,
                 peak_rss_kib: 2,
                 anon_kib: 3,
+                file_kib: 4,
             }),
             restart_listening: Duration::from_millis(250),
+            memory_after_recovery: None,
             restart_serving: Duration::from_millis(750),
             memory_after_restart: None,
         };
@@ -490,7 +507,8 @@ mod tests {
             "\"records_per_sec\":200.0",
             "\"w1_records_per_sec\":450.0",
             "\"ratio_to_w1\":0.4444",
-            "\"memory\":{\"rss_kib\":1,\"peak_rss_kib\":2,\"anon_kib\":3}",
+            "\"memory\":{\"rss_kib\":1,\"peak_rss_kib\":2,\"anon_kib\":3,\"file_kib\":4}",
+            "\"memory_after_recovery\":null,",
             "\"restart_serving_seconds\":0.750",
             "\"memory_after_restart\":null}",
         ] {

@@ -396,6 +396,33 @@ impl MappedFile {
         }
     }
 
+    /// Drops this process's page-table entries for the pages that hold any
+    /// of `[start, end)`, so what a scan read stops counting in the
+    /// resident set. The pages stay in the page cache (dirty ones stay
+    /// dirty and are written back as usual), and a later read maps them
+    /// again with a minor fault. The file's contents do not change.
+    pub fn unmap_pages(&self, start: u64, end: u64) {
+        let page = 4096;
+        let first = start / page * page;
+        let last = end.div_ceil(page).saturating_mul(page).min(self.allocated());
+        let Some(map) = &self.map else { return };
+        if last <= first {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a shared file mapping only drops this
+        // process's page-table entries; it does not change the file or its
+        // cached pages (the kernel carries each entry's dirty bit over to
+        // the page), and a later access faults the same bytes back in, so
+        // references into the range stay valid.
+        unsafe {
+            let _ = map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                first as usize,
+                (last - first) as usize,
+            );
+        }
+    }
+
     /// Gives back the page-cache pages of `[position, end of file)` that a
     /// scan touched (recovery reads the zero-filled pre-allocated tail; on a
     /// broker with many partitions those pages would otherwise pile up).
@@ -503,5 +530,46 @@ mod tests {
         file.write_vectored(150 * 1024, b"later", &[])
             .expect("write");
         assert_eq!(file.unwritten_tail_start(), None);
+    }
+
+    /// Resident KiB of this process's mapping that starts at `addr`, from
+    /// `/proc/self/smaps`.
+    fn resident_kib(addr: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let start = format!("{:x}-", addr as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        assert!(lines.next().is_some(), "no mapping at {start}");
+        let rss = lines.find(|l| l.starts_with("Rss:")).expect("an Rss line");
+        rss.split_whitespace()
+            .nth(1)
+            .expect("kB")
+            .parse()
+            .expect("a number")
+    }
+
+    #[test]
+    fn unmapped_pages_leave_the_resident_set_and_keep_their_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = MappedFile::create(&dir.path().join("f"), 1 << 20, 1 << 20).expect("create");
+        file.reserve(1 << 20).expect("reserve");
+        file.write(0, &[5u8; 512 * 1024]);
+        let bytes = file.slice(0, 1 << 20);
+        let sum: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(sum, 5 * 512 * 1024);
+        let addr = bytes.as_ptr();
+        assert!(resident_kib(addr) >= 1024, "{}", resident_kib(addr));
+        // Pages partly inside the range go too; the others stay.
+        file.unmap_pages(4096 + 100, (1 << 20) - 4096 - 100);
+        assert_eq!(resident_kib(addr), 8);
+        file.unmap_pages(0, 1);
+        assert_eq!(resident_kib(addr), 4);
+        file.unmap_pages((1 << 20) - 1, 2 << 20);
+        assert_eq!(resident_kib(addr), 0);
+        // The bytes (written through the map, so dirty) are still there,
+        // read back through the map and from the disk.
+        assert!(file.slice(0, 512 * 1024).iter().all(|&b| b == 5));
+        let on_disk = std::fs::read(dir.path().join("f")).expect("read");
+        assert!(on_disk[..512 * 1024].iter().all(|&b| b == 5));
+        assert!(on_disk[512 * 1024..].iter().all(|&b| b == 0));
     }
 }

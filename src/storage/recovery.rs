@@ -29,14 +29,14 @@ use std::path::Path;
 use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
 use super::error::{Result, StorageError};
-use super::frame::{check_frame, FrameCheck};
+use super::frame::{check_frame, check_header, FrameCheck};
 use super::index::{
     encode_offset_entry, encode_time_entry, valid_offset_entries, valid_time_entries, IndexFile,
     TimeEntry, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
 use super::mapped_file::MappedFile;
 use super::producers::{ProducerTable, DEFAULT_MAX_PRODUCERS};
-use super::scan::{nonzero_extent, scan, scan_prefix, Damage, ScanEnd, ScanItem};
+use super::scan::{nonzero_extent, scan, scan_prefix, walk_headers, Damage, ScanEnd, ScanItem};
 use super::segment::{segment_path, ActiveSegment, IndexCursor};
 
 /// Records in `producers` the idempotent batches of the closed segments
@@ -321,20 +321,27 @@ pub fn recover_active(
         None => (0, base),
     };
     if walk_from.0 < start_pos {
-        scan(
-            &bytes[..start_pos as usize],
-            walk_from.0,
-            walk_from.1,
-            |item| {
+        // The prefix was flushed and its last frame checked against the
+        // checkpoint: headers are enough (one page per batch, not every
+        // byte). Past a header that does not check, a full scan resyncs so
+        // the frames after the damage still count.
+        let prefix = &bytes[..start_pos as usize];
+        let mut note = |header: &super::frame::FrameHeader| {
+            cursor.running_max_ms = cursor.running_max_ms.max(header.meta.max_timestamp_ms);
+            cursor.last_batch = Some(TimeEntry {
+                timestamp_ms: cursor.running_max_ms,
+                relative_offset: (header.base_offset - base) as u32,
+            });
+        };
+        let (stopped, expected) =
+            walk_headers(prefix, walk_from.0, walk_from.1, |_, header| note(header));
+        if stopped < start_pos {
+            scan(prefix, stopped, expected, |item| {
                 if let ScanItem::Frame { header, .. } = item {
-                    cursor.running_max_ms = cursor.running_max_ms.max(header.meta.max_timestamp_ms);
-                    cursor.last_batch = Some(TimeEntry {
-                        timestamp_ms: cursor.running_max_ms,
-                        relative_offset: (header.base_offset - base) as u32,
-                    });
+                    note(&header);
                 }
-            },
-        );
+            });
+        }
     }
 
     // 3. Scan the tail (nothing to scan after a clean shutdown).
@@ -389,10 +396,16 @@ pub fn recover_active(
     if !ends_cleanly {
         log.release_tail(end.position + end.torn_bytes);
     }
-    let first_batch_ms = match check_frame(bytes) {
-        FrameCheck::Valid(h) if end.position > 0 => Some(h.meta.max_timestamp_ms),
+    // Every frame up to `end.position` was checked, by the last flush and
+    // the checkpoint or by the scan above: the header is all that is read.
+    let first_batch_ms = match check_header(&bytes[..end.position as usize]) {
+        FrameCheck::Valid(h) => Some(h.meta.max_timestamp_ms),
         _ => None,
     };
+    // The pages recovery read stay in the page cache for the readers to
+    // come, but not in this process's page tables: with thousands of
+    // partitions they would add up to gigabytes of resident set size.
+    log.unmap_pages(0, end.position);
     let start = WriterStart {
         position: end.position,
         next_offset: end.next_offset,

@@ -13,7 +13,9 @@
 //!   any non-zero bytes after it are a *torn tail*.
 //! - zero bytes are never a frame (the magic byte is non-zero).
 
-use super::frame::{check_frame, FrameCheck, FrameHeader, FORMAT_VERSION, HEADER_LEN};
+use super::frame::{
+    check_frame, check_header, FrameCheck, FrameHeader, FORMAT_VERSION, HEADER_LEN,
+};
 
 /// A damaged byte range between two valid frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +132,38 @@ fn scan_inner(
     }
 }
 
+/// Walks the frame headers of `bytes` from `position` (where a frame
+/// carrying `next_offset` is expected), calling `visit` for each frame whose
+/// header checks and continues the offsets, without reading the payloads or
+/// checking their CRCs. Stops at the end of `bytes` or at the first header
+/// that does not check, and returns where it stopped and the offset expected
+/// there.
+///
+/// For flushed bytes whose frames only need their headers (recovery's walk
+/// of the checkpointed prefix for the largest timestamp): one page per
+/// frame is read instead of the whole frame, so a restart does not read,
+/// and does not keep mapped, what earlier runs wrote. A caller that must
+/// go on after a bad header continues with [`scan`] from the returned
+/// position.
+pub fn walk_headers(
+    bytes: &[u8],
+    mut position: u64,
+    mut next_offset: u64,
+    mut visit: impl FnMut(u64, &FrameHeader),
+) -> (u64, u64) {
+    while let Some(rest) = bytes.get(position as usize..).filter(|r| !r.is_empty()) {
+        match check_header(rest) {
+            FrameCheck::Valid(h) if h.base_offset == next_offset => {
+                visit(position, &h);
+                position += u64::from(h.frame_len);
+                next_offset = h.next_offset();
+            }
+            _ => break,
+        }
+    }
+    (position, next_offset)
+}
+
 /// Finds the first position ≥ `from` holding a valid frame that can continue
 /// a log expecting `next_offset` after damage starting at `from - 1`.
 pub fn resync(bytes: &[u8], from: u64, next_offset: u64) -> Option<(u64, FrameHeader)> {
@@ -216,6 +250,41 @@ mod tests {
         let mut items = Vec::new();
         let end = scan(bytes, 0, 0, |i| items.push(i));
         (items, end)
+    }
+
+    #[test]
+    fn a_header_walk_visits_what_a_scan_accepts_without_checking_payloads() {
+        let (mut log, positions) = log_of(&[(0, 3, b"abc"), (3, 2, b"de"), (5, 4, b"fghi")]);
+        let mut walked = Vec::new();
+        let end = walk_headers(&log, 0, 0, |p, h| walked.push((p, h.base_offset)));
+        assert_eq!(walked, vec![(0, 0), (positions[1], 3), (positions[2], 5)]);
+        assert_eq!(end, (log.len() as u64, 9));
+        // A damaged payload is not read: the walk goes on where a scan
+        // reports damage.
+        let payload_byte = positions[1] as usize + HEADER_LEN;
+        log[payload_byte] ^= 0xff;
+        assert_eq!(walk_headers(&log, 0, 0, |_, _| ()), (log.len() as u64, 9));
+        // It starts where it is told and stops at a header that does not
+        // check or does not continue the offsets, at a cut, and at zeros.
+        assert_eq!(
+            walk_headers(&log, positions[1], 3, |_, _| ()),
+            (log.len() as u64, 9)
+        );
+        assert_eq!(
+            walk_headers(&log, positions[1], 4, |_, _| ()),
+            (positions[1], 4)
+        );
+        let mut bad = log.clone();
+        bad[positions[2] as usize + 1] = 7;
+        assert_eq!(walk_headers(&bad, 0, 0, |_, _| ()), (positions[2], 5));
+        let cut = &log[..log.len() - 1];
+        assert_eq!(walk_headers(cut, 0, 0, |_, _| ()), (positions[2], 5));
+        let mut padded = log.clone();
+        padded.extend_from_slice(&[0; 100]);
+        assert_eq!(
+            walk_headers(&padded, 0, 0, |_, _| ()),
+            (log.len() as u64, 9)
+        );
     }
 
     #[test]
