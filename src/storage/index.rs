@@ -122,9 +122,12 @@ impl IndexFile {
 
     /// Zeroes every byte after the published entries (used by recovery, before
     /// any reader exists, so stale entries can never be mistaken for new ones).
+    /// A reserved tail the filesystem shows was never written is zeros
+    /// already and is not read.
     pub fn zero_tail(&self) {
         let start = self.valid_bytes();
-        let end = self.file.allocated();
+        let allocated = self.file.allocated();
+        let end = self.file.unwritten_tail_start().unwrap_or(allocated);
         if end > start {
             let zeros = vec![0u8; (end - start) as usize];
             if self.file.slice(start, zeros.len()).iter().any(|&b| b != 0) {

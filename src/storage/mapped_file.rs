@@ -404,7 +404,10 @@ impl MappedFile {
     pub fn unmap_pages(&self, start: u64, end: u64) {
         let page = 4096;
         let first = start / page * page;
-        let last = end.div_ceil(page).saturating_mul(page).min(self.allocated());
+        let last = end
+            .div_ceil(page)
+            .saturating_mul(page)
+            .min(self.allocated());
         let Some(map) = &self.map else { return };
         if last <= first {
             return;

@@ -402,10 +402,14 @@ pub fn recover_active(
         FrameCheck::Valid(h) => Some(h.meta.max_timestamp_ms),
         _ => None,
     };
-    // The pages recovery read stay in the page cache for the readers to
-    // come, but not in this process's page tables: with thousands of
-    // partitions they would add up to gigabytes of resident set size.
+    // The pages recovery read (frames, index entries) stay in the page
+    // cache for the readers to come, but not in this process's page
+    // tables: with thousands of partitions they would add up to gigabytes
+    // of resident set size.
     log.unmap_pages(0, end.position);
+    for file in [index.file(), time.file()] {
+        file.unmap_pages(0, file.allocated());
+    }
     let start = WriterStart {
         position: end.position,
         next_offset: end.next_offset,
