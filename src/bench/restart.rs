@@ -142,8 +142,9 @@ pub struct FillPlan {
 impl FillPlan {
     /// A fill of `closed_bytes` in whole closed segments (rounded to the
     /// nearest, at least one) and then `active_bytes` in the active one,
-    /// with `record_bytes` per record and `request_bytes` per produce
-    /// request.
+    /// with `batch` records per produce request, each stored as a frame of
+    /// `frame_bytes` (the frame header and the records' framing included:
+    /// see [`stored_frame_bytes`]).
     ///
     /// A segment rolls when the next request's batch does not fit, so each
     /// closed segment can end up to one batch short of its size, and the
@@ -151,23 +152,26 @@ impl FillPlan {
     /// therefore `active_bytes` plus a headroom of 1/32 of it or twice one
     /// batch per closed segment, whichever is larger, so that the active
     /// segment never rolls.
-    pub fn new(
-        closed_bytes: u64,
-        active_bytes: u64,
-        record_bytes: u64,
-        request_bytes: u64,
-    ) -> Self {
+    pub fn new(closed_bytes: u64, active_bytes: u64, batch: u64, frame_bytes: u64) -> Self {
         let estimate = active_bytes + active_bytes / 32;
         let closed_segments = ((closed_bytes + estimate / 2) / estimate).max(1);
-        let headroom = (active_bytes / 32).max(2 * closed_segments * request_bytes);
+        let headroom = (active_bytes / 32).max(2 * closed_segments * frame_bytes);
         let segment_bytes = active_bytes + headroom;
         let bytes = closed_segments * segment_bytes + active_bytes;
         FillPlan {
             segment_bytes,
             closed_segments,
-            records: bytes.div_ceil(record_bytes.max(1)),
+            records: bytes.div_ceil(frame_bytes.max(1)) * batch.max(1),
         }
     }
+}
+
+/// Bytes one produce request of `batch` records of `shape` takes in a
+/// segment: the frame header and the records as the request carries them
+/// (the broker stores their wire bytes), per-record lengths and tags
+/// included.
+pub fn stored_frame_bytes(shape: &RecordShape, batch: u64) -> u64 {
+    (crate::storage::frame::HEADER_LEN + workloads::batch_payload(shape, batch).len()) as u64
 }
 
 /// Runs `strata bench restart` and prints its report.
@@ -215,11 +219,12 @@ async fn execute(args: &RestartArgs) -> Result<RestartReport, BenchError> {
         key_bytes: args.key_size,
         key_space: 1000,
     };
+    let batch = u64::from(args.batch);
     let plan = FillPlan::new(
         args.closed_bytes,
         args.active_bytes,
-        shape.record_bytes(),
-        shape.record_bytes() * u64::from(args.batch),
+        batch,
+        stored_frame_bytes(&shape, batch),
     );
     if plan.segment_bytes > u64::from(u32::MAX) {
         return Err(BenchError::Usage(format!(
@@ -499,13 +504,16 @@ mod tests {
     #[test]
     fn the_fill_rounds_the_closed_part_to_whole_segments() {
         // 10 GiB is 9.7 segments of 1 GiB + 1/32: 10 closed segments.
-        let plan = FillPlan::new(10 << 30, 1 << 30, 16400, 16 * 16400);
+        let plan = FillPlan::new(10 << 30, 1 << 30, 16, 16 * 16400);
         let segment = (1 << 30) + (1 << 25);
         assert_eq!(plan.segment_bytes, segment);
         assert_eq!(plan.closed_segments, 10);
-        assert_eq!(plan.records, (10 * segment + (1 << 30)).div_ceil(16400));
+        assert_eq!(
+            plan.records,
+            (10 * segment + (1 << 30)).div_ceil(16 * 16400) * 16
+        );
         // Less than half a segment still gets one closed segment.
-        assert_eq!(FillPlan::new(0, 1 << 20, 100, 100_000).closed_segments, 1);
+        assert_eq!(FillPlan::new(0, 1 << 20, 1, 100_000).closed_segments, 1);
     }
 
     #[test]
@@ -513,11 +521,36 @@ mod tests {
         // 4 closed segments of 16 MiB-ish with 256 KiB batches: 1/32 of
         // 16 MiB (512 KiB) is less than the 1 MiB they may leave over.
         let request = 16 * 16400;
-        let plan = FillPlan::new(64 << 20, 16 << 20, 16400, request);
+        let plan = FillPlan::new(64 << 20, 16 << 20, 16, request);
         assert_eq!(plan.closed_segments, 4);
         assert_eq!(plan.segment_bytes, (16 << 20) + 2 * 4 * request);
         let left_over = plan.closed_segments * request;
         assert!((16 << 20) + left_over < plan.segment_bytes);
+    }
+
+    #[test]
+    fn the_stored_frame_counts_the_framing_of_every_record() {
+        let shape = RecordShape {
+            value_bytes: 1000,
+            key_bytes: 16,
+            key_space: 1000,
+        };
+        let frame = stored_frame_bytes(&shape, 100);
+        let payload = workloads::batch_payload(&shape, 100).len() as u64;
+        assert_eq!(frame, crate::storage::frame::HEADER_LEN as u64 + payload);
+        // Each record carries a few bytes of tags and lengths beyond its
+        // key and value: the old plan counted key + value only.
+        assert!(frame > 100 * shape.record_bytes() + 100 * 4, "{frame}");
+        // Small records in small segments: the fill is whole batches and
+        // ends inside the active segment's size.
+        let plan = FillPlan::new(8 << 20, 2 << 20, 100, frame);
+        assert_eq!(plan.records % 100, 0);
+        let stored = plan.records / 100 * frame;
+        let closed_room = plan.closed_segments * plan.segment_bytes;
+        assert!(
+            stored - closed_room <= (2 << 20) + frame,
+            "{stored} {closed_room}"
+        );
     }
 
     #[test]

@@ -52,6 +52,27 @@ fn restart_fills_closed_and_active_segments_and_times_each_restart() {
     assert_eq!(json.matches("\"tail_fetch_ms\"").count(), 3, "{json}");
 }
 
+/// Small records in small segments: the plan counts each record's framing,
+/// so the active segment does not roll and the closed count is the one
+/// planned (before that mend, 5 closed segments were left instead of 4).
+#[test]
+fn restart_with_small_records_leaves_the_planned_segments() {
+    let json = bench(&[
+        "restart",
+        "--record-size",
+        "1000",
+        "--closed-bytes",
+        "8388608",
+        "--active-bytes",
+        "2097152",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(number(&json, "closed_segments"), 4.0, "{json}");
+    assert!(number(&json, "active_bytes") >= 2097152.0, "{json}");
+}
+
 #[test]
 fn partitions_creates_produces_and_serves_every_partition_after_a_kill() {
     let json = bench(&[
