@@ -399,19 +399,14 @@ pub fn render_json(report: &PartitionsReport) -> String {
         json_number(report.create.as_secs_f64(), 3)
     );
     if let Some((many, w1)) = report.medians() {
-        let l = &many.latency;
         let _ = write!(
             out,
-            ",\"records\":{},\"records_per_sec\":{},\"mb_per_sec\":{},\"latency_ms\":{{\"p50\":{},\
-             \"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"w1_records_per_sec\":{}",
+            ",\"records\":{},\"records_per_sec\":{},\"mb_per_sec\":{},\"latency_ms\":{},\
+             \"w1_records_per_sec\":{}",
             many.records,
             json_number(many.records_per_sec(), 1),
             json_number(many.mb_per_sec(), 3),
-            json_number(l.p50_ms, 3),
-            json_number(l.p90_ms, 3),
-            json_number(l.p99_ms, 3),
-            json_number(l.p999_ms, 3),
-            json_number(l.max_ms, 3),
+            many.latency.to_json(),
             json_number(w1.records_per_sec(), 1),
         );
     }

@@ -41,6 +41,19 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
+    /// The `--json` form: `{"p50","p90","p99","p999","max"}`, milliseconds
+    /// with 3 decimals.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
+            json_number(self.p50_ms, 3),
+            json_number(self.p90_ms, 3),
+            json_number(self.p99_ms, 3),
+            json_number(self.p999_ms, 3),
+            json_number(self.max_ms, 3),
+        )
+    }
+
     /// The percentiles of a histogram of microseconds; all zero when it is
     /// empty.
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
@@ -302,21 +315,16 @@ pub(crate) fn json_string(s: &str) -> String {
 /// process's CPU time during the median run) where it could be read.
 pub fn render_json(report: &Report) -> String {
     let m = &report.median;
-    let l = &m.latency;
     let mut out = format!(
         "{{\"workload\":{},\"records\":{},\"bytes\":{},\"seconds\":{},\"records_per_sec\":{},\
-         \"mb_per_sec\":{},\"latency_ms\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
+         \"mb_per_sec\":{},\"latency_ms\":{}",
         json_string(&report.workload),
         m.records,
         m.bytes,
         json_number(m.seconds, 6),
         json_number(m.records_per_sec(), 1),
         json_number(m.mb_per_sec(), 3),
-        json_number(l.p50_ms, 3),
-        json_number(l.p90_ms, 3),
-        json_number(l.p99_ms, 3),
-        json_number(l.p999_ms, 3),
-        json_number(l.max_ms, 3),
+        m.latency.to_json(),
     );
     if let Some(gap) = m.max_gap_ms {
         let _ = write!(out, ",\"max_gap_ms\":{}", json_number(gap, 3));
