@@ -379,10 +379,24 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     };
     let show_bar = !opts.json && std::io::stderr().is_terminal();
     let report = execute(workload, &opts, sides, show_bar).await?;
-    let text = if opts.json {
-        format!("{}\n", report::render_json(&report))
+    print_report(
+        opts.json,
+        || report::render_json(&report),
+        || report::render_human(&report),
+    )
+}
+
+/// Prints a bench's report on stdout: its one-line JSON object with
+/// `--json`, else its human summary.
+fn print_report(
+    json: bool,
+    render_json: impl FnOnce() -> String,
+    render_human: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    let text = if json {
+        format!("{}\n", render_json())
     } else {
-        report::render_human(&report)
+        render_human()
     };
     crate::cli::print_stdout(&text)
 }

@@ -144,12 +144,11 @@ pub fn round_robin_counts(records: u64, batch: u32, partitions: u32) -> Vec<u64>
 /// restart that lost acknowledged records.
 pub async fn run(args: PartitionsArgs) -> Result<(), crate::cli::CliError> {
     let report = execute(&args).await?;
-    let text = if args.json {
-        format!("{}\n", render_json(&report))
-    } else {
-        render_human(&report, &args)
-    };
-    crate::cli::print_stdout(&text)
+    super::print_report(
+        args.json,
+        || render_json(&report),
+        || render_human(&report, &args),
+    )
 }
 
 fn check(args: &PartitionsArgs) -> Result<(), BenchError> {
@@ -345,11 +344,10 @@ fn render_human(report: &PartitionsReport, args: &PartitionsArgs) -> String {
             ratio * 100.0
         );
     }
-    let _ = writeln!(
-        out,
-        "memory     {} after the runs",
-        memory_text(report.memory)
-    );
+    let memory_line = |out: &mut String, m: Option<ProcessMemory>, when: &str| {
+        let _ = writeln!(out, "memory     {} {when}", memory_text(m));
+    };
+    memory_line(&mut out, report.memory, "after the runs");
     let _ = writeln!(
         out,
         "restart    kill -9, then listening (recovered) after {:.3} s; every partition fetched \
@@ -357,15 +355,11 @@ fn render_human(report: &PartitionsReport, args: &PartitionsArgs) -> String {
         report.restart_listening.as_secs_f64(),
         report.restart_serving.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "memory     {} after the recovery",
-        memory_text(report.memory_after_recovery)
-    );
-    let _ = writeln!(
-        out,
-        "memory     {} after fetching every partition",
-        memory_text(report.memory_after_restart)
+    memory_line(&mut out, report.memory_after_recovery, "after the recovery");
+    memory_line(
+        &mut out,
+        report.memory_after_restart,
+        "after fetching every partition",
     );
     out
 }

@@ -182,12 +182,11 @@ pub fn stored_frame_bytes(shape: &RecordShape, batch: u64) -> u64 {
 /// right to drop them.
 pub async fn run(args: RestartArgs) -> Result<(), crate::cli::CliError> {
     let report = execute(&args).await?;
-    let text = if args.json {
-        format!("{}\n", render_json(&report))
-    } else {
-        render_human(&report, &args)
-    };
-    crate::cli::print_stdout(&text)
+    super::print_report(
+        args.json,
+        || render_json(&report),
+        || render_human(&report, &args),
+    )
 }
 
 fn check(args: &RestartArgs) -> Result<(), BenchError> {
@@ -420,21 +419,25 @@ fn render_human(report: &RestartReport, args: &RestartArgs) -> String {
     };
     let _ = writeln!(out, "runs        first fetch {}", list(|r| r.first_fetch));
     if let Some(m) = report.median() {
-        let _ = writeln!(
-            out,
-            "listening   {} (spawn → `strata listening on`, median run)",
-            secs(m.listening)
-        );
-        let _ = writeln!(
-            out,
-            "first fetch {} (spawn → Fetch at offset 0 answered)",
-            secs(m.first_fetch)
-        );
-        let _ = writeln!(
-            out,
-            "tail fetch  {} (spawn → Fetch of the last record answered)",
-            secs(m.tail_fetch)
-        );
+        for (label, time, what) in [
+            (
+                "listening  ",
+                m.listening,
+                "spawn → `strata listening on`, median run",
+            ),
+            (
+                "first fetch",
+                m.first_fetch,
+                "spawn → Fetch at offset 0 answered",
+            ),
+            (
+                "tail fetch ",
+                m.tail_fetch,
+                "spawn → Fetch of the last record answered",
+            ),
+        ] {
+            let _ = writeln!(out, "{label} {} ({what})", secs(time));
+        }
     }
     let _ = writeln!(
         out,
